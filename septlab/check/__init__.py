@@ -1,0 +1,1 @@
+"""Invariants (named, stable), the checker that evaluates them from probe events, and report formats."""

@@ -1,0 +1,282 @@
+"""The invariants of section (f), each with a stable name, evaluated from the model's probe events.
+
+Kernel debug checks the model already has (KASAN, lockdep, WARN/KVM_BUG_ON/TDX_BUG_ON) arrive as
+`report()` events and are classified here; the rest are checked on the events themselves (a free, a
+SEAMCALL, an SPTE write, a lock release) or at the end of the run. A failure the scenario's fault model
+injected is answered the way the kernel intends (WARN, bug the VM, leak) and violates nothing; a
+consequence of such a failure (a later WARN, the TDR that cannot be reclaimed) is "explained".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..explore.runtime import Stop
+from ..host.page_alloc import EXTERNAL_SPT, FREE, LEAKED, OWNER_NAMES
+from ..host.probe import Probe
+from ..kvm.kvm_host import is_hkid_assigned
+from ..kvm.spte import FROZEN_SPTE, is_shadow_present_pte, spte_to_pfn
+from ..metrics.metrics import Metrics
+from ..tdx_module.pamt import PT_NDA, PT_NAMES, PT_PAMT
+from ..tdx_module.sept import LEAF_PRESENT, NONLEAF_PRESENT, SEPT_FREE, SEPT_NAMES, entry_key
+
+if TYPE_CHECKING:
+    from ..scenarios.world import World
+
+
+@dataclass(frozen=True)
+class Invariant:
+    name: str
+    rule: str
+    kernel: str
+    fatal: bool = True  # stop the run at the first violation (memory is corrupt from here on)
+    fix: str = ""
+
+
+INVARIANTS: dict[str, Invariant] = {i.name: i for i in [
+    Invariant("free-while-tdx-owned",
+              "a page returns to the allocator only if its PAMT type is PT_NDA (never gifted, or REMOVEd/RECLAIMed)",
+              "tdx_sept_free_private_spt, tdp_mmu_free_sp, tdx_free_control_page (f.1, f.2)"),
+    Invariant("use-after-free",
+              "no memory access or SEAMCALL references a page after it was freed",
+              "KASAN; every SEAMCALL wrapper (f.3)"),
+    Invariant("rcu-use-after-free",
+              "page tables are freed only after a grace period that began after they were unlinked",
+              "handle_removed_pt -> call_rcu(tdp_mmu_free_sp_rcu_callback) (f.5)", fix="7cca2d0b7e7d"),
+    Invariant("double-free", "every page is freed exactly once", "KASAN double-free (f.3)"),
+    Invariant("lock-context",
+              "no non-softirq-safe lock that process context takes is taken in softirq (RCU callbacks)",
+              "lockdep; tdx_pamt_put from tdp_mmu_free_sp_rcu_callback (f.6)", fatal=False,
+              fix="110d4d263450 (moved the free out of the RCU callback)"),
+    Invariant("seamcall-unexpected-error",
+              "no SEAMCALL fails unless the fault model injected it (the module's preconditions hold)",
+              "TDX_BUG_ON* in tdx.c (f.7-f.13)"),
+    Invariant("kernel-warn",
+              "no WARN/KVM_BUG_ON fires except as a consequence of an injected failure",
+              "WARN_ON_ONCE / KVM_BUG_ON sites (c.4)", fatal=False),
+    Invariant("leak-at-destroy",
+              "after VM teardown every page is back in the allocator, except pages the kernel deliberately leaked",
+              "kvm_mmu_uninit_tdp_mmu, tdx_vm_destroy (f.3, f.8)", fix="524a1e4e381f"),
+    Invariant("pamt-refcount",
+              "pamt_refcounts[R] counts exactly the pages of region R that need PAMT_4K; it never underflows",
+              "tdx_pamt_get/tdx_pamt_put (f.21, f.22)", fatal=False),
+    Invariant("mirror-sept-coherent",
+              "outside FROZEN windows a mirror SPTE is present iff the S-EPT entry is (same pfn / S-EPT page)",
+              "__tdp_mmu_set_spte_atomic, handle_changed_spte (f.15, f.16)", fix="28c77a037804"),
+    Invariant("frozen-spte-left",
+              "no SPTE stays FROZEN_SPTE after the thread that froze it drops mmu_lock",
+              "__tdp_mmu_set_spte_atomic restore-on-failure (f.16, f.17)"),
+    Invariant("deadlock", "some task can always make progress until every task has finished",
+              "the scheduler (all tasks blocked)"),
+]}
+
+
+@dataclass
+class Violation:
+    invariant: str
+    step: int
+    task: str
+    title: str
+    details: dict[str, Any] = field(default_factory=dict)
+    pfns: tuple[int, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.details.items() if isinstance(v, (int, str, bool, float, list, tuple))}
+        return {"invariant": self.invariant, "step": self.step, "task": self.task, "title": self.title,
+                "pfns": [f"{p:#x}" for p in self.pfns], "details": d}
+
+
+class Checker(Probe):
+    """Evaluates every invariant and collects metrics for one run."""
+
+    def __init__(self, stop_on_fatal: bool = True):
+        self.world: World | None = None
+        self.violations: list[Violation] = []
+        self.expected: list[dict[str, Any]] = []  # kernel-intended failure handling we saw
+        self.metrics = Metrics()
+        self.stop_on_fatal = stop_on_fatal
+        self._reclaimed_at: dict[int, tuple[int, int]] = {}
+        self._touched: dict[str, list[tuple[Any, int]]] = {}
+
+    def attach(self, world: "World") -> None:
+        self.world = world
+        self.host = world.host
+        self.pages = world.host.pages
+        self.seam = world.host.seam
+        self.kvm = world.kvm
+
+    # --- helpers -------------------------------------------------------------------------------------
+    def violate(self, name: str, title: str, pfns: tuple[int, ...] = (), **details: Any) -> None:
+        if any(v.invariant == name and v.pfns == pfns and v.title == title for v in self.violations):
+            return
+        host = self.host
+        self.violations.append(Violation(name, host.clock, host.current.name, title, details, pfns))
+        if self.stop_on_fatal and INVARIANTS[name].fatal:
+            raise Stop(name)
+
+    def _in_use(self) -> int:
+        return len(self.pages.owner) - self.pages.counts[FREE]
+
+    # --- page events ---------------------------------------------------------------------------------
+    def page_alloc(self, pfn: int, owner: int) -> None:
+        m = self.metrics
+        c = self.pages.counts
+        if c[owner] > m.peak_by_owner[owner]:
+            m.peak_by_owner[owner] = c[owner]
+        u = self._in_use()
+        if u > m.peak_pages:
+            m.peak_pages = u
+        m.sample(self.host.clock, u)
+
+    def page_owner(self, pfn: int, old: int, new: int) -> None:
+        m = self.metrics
+        if self.pages.counts[new] > m.peak_by_owner[new]:
+            m.peak_by_owner[new] = self.pages.counts[new]
+
+    def page_free(self, pfn: int, old_owner: int) -> None:
+        pt = self.seam.pamt.type_of(pfn)
+        if pt != PT_NDA:
+            self.violate("free-while-tdx-owned",
+                         f"BUG: page {pfn:#x} freed while the TDX module owns it ({PT_NAMES.get(pt, pt)})",
+                         (pfn,), ptype=PT_NAMES.get(pt, str(pt)), owner=OWNER_NAMES[old_owner])
+        r = self._reclaimed_at.pop(pfn, None)
+        if r is not None:
+            self.metrics.retained_page_steps += self.host.clock - r[0]
+            self.metrics.retained_page_gps += self.host.rcu.gp_seq - r[1]
+        self.metrics.sample(self.host.clock, self._in_use() - 1)
+
+    def page_reclaimed(self, pfn: int) -> None:
+        if self.pages.state(pfn) == EXTERNAL_SPT:
+            self._reclaimed_at[pfn] = (self.host.clock, self.host.rcu.gp_seq)
+            self.metrics.sept_pages_reclaimed += 1
+
+    def page_leak(self, pfn: int, why: str) -> None:
+        m = self.metrics
+        m.leaked_pages += 1
+        m.leak_reasons[why] = m.leak_reasons.get(why, 0) + 1
+
+    # --- SEAMCALLs -----------------------------------------------------------------------------------
+    def seamcall(self, leaf: int, err: int, injected: bool, pages: tuple[int, ...]) -> None:
+        self.metrics.count_seamcall(leaf, err, injected)
+        st = self.pages.state
+        for p in pages:
+            if st(p) == FREE:
+                from ..tdx_module.errno import leaf_name
+
+                self.violate("use-after-free", f"BUG: {leaf_name(leaf)} on freed page {p:#x}", (p,),
+                             access=leaf_name(leaf), in_rcu_reader=False)
+
+    # --- kernel reports ------------------------------------------------------------------------------
+    def report(self, kind: str, title: str, **d: Any) -> None:
+        pfn = d.get("pfn")
+        pfns = (pfn,) if isinstance(pfn, int) and pfn >= 0 else ()
+        if kind == "use-after-free":
+            self.violate("rcu-use-after-free" if d.get("in_rcu_reader") else "use-after-free", title, pfns, **d)
+        elif kind in ("double-free", "lock-context", "pamt-refcount"):
+            self.violate(kind, title, pfns, **d)
+        elif kind == "TDX_BUG_ON":
+            if d.get("injected") or d.get("explained"):
+                self.expected.append({"kind": kind, "title": title, "step": self.host.clock})
+            else:
+                self.violate("seamcall-unexpected-error", title, pfns, **d)
+        elif kind in ("KVM_BUG_ON", "WARN"):
+            if d.get("explained") or d.get("injected"):
+                self.expected.append({"kind": kind, "title": title, "step": self.host.clock})
+            else:
+                self.violate("kernel-warn", title, pfns, **d)
+        else:
+            self.violate("kernel-warn", title, pfns, **d)
+
+    # --- mirror SPTEs ------------------------------------------------------------------------------------
+    def spte_write(self, sp: Any, idx: int, old: int, new: int) -> None:
+        if sp.is_mirror:
+            self._touched.setdefault(self.host.current.name, []).append((sp, idx))
+
+    def lock_release(self, lock: str, mode: str) -> None:
+        if lock != "mmu_lock":
+            return
+        touched = self._touched.pop(self.host.current.name, None)
+        if not touched:
+            return
+        kvm = self.kvm
+        td = self.seam.tds.get(kvm.tdx.tdr)
+        for sp, idx in touched:
+            if sp.unlinked or sp.freed:
+                continue
+            v = sp.sptes[idx]
+            gfn = sp.gfn + (idx << (9 * (sp.level - 1)))
+            if v == FROZEN_SPTE:
+                self.violate("frozen-spte-left",
+                             f"BUG: mirror SPTE of gfn {gfn:#x} (L{sp.level}) left FROZEN_SPTE when mmu_lock was dropped",
+                             (sp.spt,), gfn=gfn, level=sp.level)
+                continue
+            if td is None or not is_hkid_assigned(kvm.tdx):
+                continue
+            self._check_coherent(td, sp, idx, v, gfn)
+
+    def _check_coherent(self, td: Any, sp: Any, idx: int, v: int, gfn: int) -> None:
+        key = entry_key(sp.level, gfn)
+        st = td.sept_state.get(key, SEPT_FREE)
+        present = is_shadow_present_pte(v)
+        if sp.level == 1:
+            ok = (st in LEAF_PRESENT and td.sept_page[key] == spte_to_pfn(v)) if present else st not in LEAF_PRESENT
+        else:
+            if present:
+                child = self.kvm.sp_by_spt.get(spte_to_pfn(v))
+                ok = st in NONLEAF_PRESENT and child is not None and td.sept_page[key] == child.external_spt
+            else:
+                ok = st not in NONLEAF_PRESENT
+        if not ok:
+            self.violate("mirror-sept-coherent",
+                         f"BUG: mirror SPTE {'present' if present else 'not present'} for gfn {gfn:#x} L{sp.level} "
+                         f"but S-EPT entry is {SEPT_NAMES.get(st, st)}", (sp.spt,), gfn=gfn, level=sp.level,
+                         sept_state=SEPT_NAMES.get(st, str(st)))
+
+    # --- RCU / metrics -------------------------------------------------------------------------------
+    def rcu_callback(self) -> None:
+        self.metrics.rcu_callbacks += 1
+
+    def grace_period(self, seq: int) -> None:
+        self.metrics.grace_periods += 1
+
+    # --- end of run ----------------------------------------------------------------------------------
+    def finish(self, status: str, steps: int, blocked: list[str]) -> None:
+        """End-of-run invariants: deadlock, leak-at-destroy, PAMT refcount balance."""
+        self.metrics.steps = steps
+        self.metrics.sample(steps, self._in_use())
+        if status == "deadlock":
+            self._end_violation("deadlock", f"BUG: no task can make progress: {'; '.join(blocked)}", (), blocked=blocked)
+            return
+        if status != "done":
+            return
+        pages = self.pages
+        th = self.host.tdx
+        # PAMT_4K pages backing a region that still has leaked TD pages are part of that deliberate
+        # leak (their reference is never put); pamt-refcount below checks that the count is right.
+        held = {p for r, pp in self.seam.pamt.backing.items() if th.pamt_refcounts.get(r, 0) > 0 for p in pp}
+        left = [(pages.base_pfn + i, o) for i, o in enumerate(pages.owner)
+                if o not in (FREE, LEAKED) and pages.base_pfn + i not in held]
+        if left:
+            by: dict[str, int] = {}
+            for _, o in left:
+                by[OWNER_NAMES[o]] = by.get(OWNER_NAMES[o], 0) + 1
+            desc = ", ".join(f"{n} {k}" for k, n in sorted(by.items()))
+            self._end_violation("leak-at-destroy", f"BUG: {len(left)} page(s) never freed after VM teardown: {desc}",
+                                tuple(p for p, _ in left[:8]), by_owner=by)
+        if th.dpamt:
+            need: dict[int, int] = {}
+            for pfn, pt in self.seam.pamt.ptype.items():
+                if pt not in (PT_NDA, PT_PAMT):
+                    need[pfn >> 9] = need.get(pfn >> 9, 0) + 1
+            regions = set(need) | {r for r, c in th.pamt_refcounts.items() if c} | set(self.seam.pamt.backing)
+            for r in sorted(regions):
+                have = th.pamt_refcounts.get(r, 0)
+                if have != need.get(r, 0) or (have > 0) != (r in self.seam.pamt.backing):
+                    self._end_violation("pamt-refcount",
+                                        f"BUG: pamt_refcounts[{r:#x}] = {have} after teardown, "
+                                        f"{need.get(r, 0)} page(s) of the region still need PAMT_4K",
+                                        (), region=r, refcount=have, expected=need.get(r, 0))
+
+    def _end_violation(self, name: str, title: str, pfns: tuple[int, ...], **d: Any) -> None:
+        self.violations.append(Violation(name, self.host.clock, "end-of-run", title, d, pfns))

@@ -1,0 +1,1 @@
+"""Explorers: the scheduler runtime, choosers (seeded random, replay) and run drivers."""

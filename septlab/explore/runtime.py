@@ -1,0 +1,135 @@
+"""The scheduler: advance one task to its next announced step, as chosen by a chooser.
+
+Every nondeterministic decision -- which runnable task steps next, whether a SEAMCALL fails -- is one
+`chooser.choose(kind, n)` call, recorded as (n, i) only when n > 1. That list is the whole replay
+artifact: feeding it back reproduces the run step for step. The model never sees the chooser.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Generator, Protocol
+
+from ..host.task import (OP_READ_LOCK, OP_RUN, OP_SEAMCALL, OP_SPIN_LOCK, OP_WAIT, OP_WRITE_LOCK, Op,
+                         Task)
+
+
+class Chooser(Protocol):
+    def choose(self, kind: str, n: int) -> int: ...
+
+
+class ReplayDivergence(Exception):
+    """A recorded choice no longer fits: the model or scenario changed, or something is nondeterministic."""
+
+
+@dataclass(slots=True)
+class Thread:
+    task: Task
+    gen: Generator[Op, object, Any]
+    op: Op | None = None
+    done: bool = False
+
+
+class Stop(Exception):
+    """Raised by an observer to end the run (a fatal violation)."""
+
+
+@dataclass
+class RunOutcome:
+    steps: int
+    choices: list[tuple[int, int]]
+    status: str  # "done", "stopped", "deadlock", "step-bound", "crash"
+    blocked: list[str] = field(default_factory=list)
+    crash: str = ""
+
+
+def op_enabled(op: Op) -> bool:
+    k = op.kind
+    if k == OP_RUN or k == OP_SEAMCALL:
+        return True
+    if k == OP_READ_LOCK:
+        return op.obj.writer is None
+    if k == OP_WRITE_LOCK:
+        return op.obj.writer is None and op.obj.readers == 0
+    if k == OP_SPIN_LOCK:
+        return op.obj.owner is None
+    if k == OP_WAIT:
+        return bool(op.obj())
+    raise ValueError(k)
+
+
+class Runtime:
+    """Runs a set of threads over one Host until all non-daemon threads finish."""
+
+    def __init__(self, host: Any, threads: list[Thread], chooser: Chooser,
+                 faults: dict[int, tuple[int, ...]] | None = None, max_steps: int = 1_000_000):
+        self.host = host
+        self.threads = threads
+        self.chooser = chooser
+        self.faults = faults or {}
+        self.max_steps = max_steps
+        self.choices: list[tuple[int, int]] = []
+        self.step = 0
+        self.log: list[tuple[int, str, str]] | None = None  # (step, task, what) when asked for
+
+    def _choose(self, kind: str, n: int) -> int:
+        i = self.chooser.choose(kind, n)
+        self.choices.append((n, i))
+        return i
+
+    def start(self) -> None:
+        host = self.host
+        for t in self.threads:
+            host.current = t.task
+            t.op = next(t.gen)
+
+    def run(self) -> RunOutcome:
+        host = self.host
+        threads = self.threads
+        faults = self.faults
+        self.start()
+        status = "done"
+        crash = ""
+        try:
+            while True:
+                live = [t for t in threads if not t.done]
+                enabled = [t for t in live if op_enabled(t.op)]  # type: ignore[arg-type]
+                if not enabled:
+                    if any(not t.task.daemon for t in live):
+                        status = "deadlock"
+                    break
+                if all(t.task.daemon for t in live) and not any(op_enabled(t.op) for t in live):  # type: ignore[arg-type]
+                    break
+                if self.step >= self.max_steps:
+                    status = "step-bound"
+                    break
+                t = enabled[self._choose("sched", len(enabled))] if len(enabled) > 1 else enabled[0]
+                op = t.op
+                inj = None
+                if op.kind == OP_SEAMCALL and not op.nofail:  # type: ignore[union-attr]
+                    opts = faults.get(op.leaf)  # type: ignore[union-attr]
+                    if opts:
+                        k = self._choose("fault", len(opts) + 1)
+                        if k:
+                            inj = opts[k - 1]
+                host.current = t.task
+                host.clock = self.step
+                if self.log is not None:
+                    self.log.append((self.step, t.task.name, op.what or repr(op)))  # type: ignore[union-attr]
+                self.step += 1
+                try:
+                    t.op = t.gen.send(inj)
+                except StopIteration:
+                    t.done = True
+                    t.task.done = True
+        except Stop:
+            status = "stopped"
+        except ReplayDivergence:
+            raise
+        except Exception as e:  # a model crash: keep the trace so it can be replayed and debugged
+            status = "crash"
+            crash = "".join(traceback.format_exception(e)[-6:]).rstrip()
+        blocked = [f"{t.task.name}: {t.op.what or t.op}" for t in threads
+                   if not t.done and not t.task.daemon]
+        return RunOutcome(self.step, self.choices, status, blocked if status == "deadlock" else [], crash)

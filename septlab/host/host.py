@@ -1,0 +1,58 @@
+"""The host: `current`, the step clock, pages, RCU, lockdep, KASAN and WARN, and the probe.
+
+One Host per modelled machine. The explorer sets `current` and `clock` before resuming a task; model
+code reads them the way kernel code reads `current` and never advances them itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .locks import Lockdep
+from .page_alloc import OWNER_NAMES, PageAllocator, PageEvent
+from .probe import Probe
+from .rcu import Rcu
+from .task import Task, callchain
+
+
+@dataclass(slots=True)
+class Host:
+    probe: Probe = field(default_factory=Probe)
+    pages: PageAllocator = field(default_factory=PageAllocator)
+    rcu: Rcu = field(default_factory=Rcu)
+    lockdep: Lockdep = field(default_factory=Lockdep)
+    history: dict[int, list[PageEvent]] | None = None
+    current: Task = field(default_factory=lambda: Task("init", "init"))
+    current_cb: Any = None
+    clock: int = 0
+    seam: Any = None  # the TDX module (septlab.tdx_module.module.TdxModule)
+    faults_injected: int = 0  # SEAMCALL failures injected so far (they explain later WARNs)
+    tdx: Any = None  # host TDX state of arch/x86/virt/vmx/tdx (septlab.virt.dpamt.TdxHost)
+    # pfn -> (task, step, chain) of the last alloc and free, for KASAN-style reports without history.
+    last_alloc: dict[int, tuple[str, int, tuple[str, ...]]] = field(default_factory=dict)
+    last_free: dict[int, tuple[str, int, tuple[str, ...]]] = field(default_factory=dict)
+
+    def page_event(self, pfn: int, what: str, kind: str = "") -> None:
+        """Append to the page's history (only called when history is on)."""
+        chain = callchain()
+        rec = PageEvent(self.clock, self.current.name, what, chain)
+        self.history.setdefault(pfn, []).append(rec)  # type: ignore[union-attr]
+        if kind == "alloc":
+            self.last_alloc[pfn] = (self.current.name, self.clock, chain)
+        elif kind == "free":
+            self.last_free[pfn] = (self.current.name, self.clock, chain)
+
+    def kasan_report(self, kind: str, pfn: int, what: str, write: bool = False) -> None:
+        """BUG: KASAN: <kind> — the access, plus where the page was allocated and freed."""
+        task = self.current
+        self.probe.report(
+            kind, f"BUG: KASAN: {kind} in {what}",
+            pfn=pfn, access="Write" if write else "Read", task=task.name, chain=callchain(),
+            in_rcu_reader=task.rcu_nesting > 0, in_softirq=task.in_softirq,
+            owner=OWNER_NAMES[self.pages.state(pfn)])
+
+    def warn(self, site: str, msg: str, **details: Any) -> None:
+        """WARN_ON_ONCE(): report and continue."""
+        self.probe.report("WARN", f"WARNING: {site}: {msg}", site=site, task=self.current.name,
+                          chain=callchain(), **details)

@@ -1,0 +1,101 @@
+"""RCU: read-side sections per task, call_rcu(), grace periods and the softirq that runs callbacks.
+
+A grace period ends (gp_seq s -> s+1) only when no reader that entered before it began is still in
+its read-side section: no reader with entry sequence < s. A callback queued at sequence s runs only
+once gp_seq >= s + 2, i.e. after a full grace period that started after call_rcu() (the classic
+two-boundary rule). Callbacks run in the "rcu" task in softirq context, one per step, FIFO.
+MODEL: one global callback list (no per-CPU lists), no expedited grace periods, no synchronize_rcu.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Generator
+
+from .task import CTX_SOFTIRQ, OP_WAIT, Op, callchain
+
+if TYPE_CHECKING:
+    from .host import Host
+
+
+@dataclass(slots=True)
+class RcuCallback:
+    seq: int
+    func: Callable[..., Generator[Op, object, None]]
+    arg: Any
+    queued_by: str
+    chain: tuple[str, ...]
+    step: int
+
+
+@dataclass(slots=True)
+class Rcu:
+    gp_seq: int = 0
+    readers: dict[str, int] = field(default_factory=dict)  # task -> gp_seq at outermost rcu_read_lock
+    callbacks: deque[RcuCallback] = field(default_factory=deque)
+    queued: int = 0
+    invoked: int = 0
+
+    def gp_can_end(self) -> bool:
+        s = self.gp_seq
+        return all(e >= s for e in self.readers.values())
+
+    def cb_ready(self) -> bool:
+        return bool(self.callbacks) and self.gp_seq >= self.callbacks[0].seq + 2
+
+    def has_work(self) -> bool:
+        """The RCU softirq is runnable: a callback is ready, or one waits for a grace period that can end."""
+        if not self.callbacks:
+            return False
+        return self.gp_seq >= self.callbacks[0].seq + 2 or self.gp_can_end()
+
+
+def rcu_read_lock(host: "Host") -> None:
+    """rcu_read_lock(): enter a read-side section (nesting counted per task)."""
+    task = host.current
+    if task.rcu_nesting == 0:
+        host.rcu.readers[task.name] = host.rcu.gp_seq
+    task.rcu_nesting += 1
+
+
+def rcu_read_unlock(host: "Host") -> None:
+    task = host.current
+    task.rcu_nesting -= 1
+    if task.rcu_nesting == 0:
+        del host.rcu.readers[task.name]
+
+
+def call_rcu(host: "Host", func: Callable[..., Generator[Op, object, None]], arg: Any) -> None:
+    """call_rcu(): queue func(arg) to run in softirq after a grace period."""
+    rcu = host.rcu
+    chain = callchain() if host.history is not None else ()
+    rcu.callbacks.append(RcuCallback(rcu.gp_seq, func, arg, host.current.name, chain, host.clock))
+    rcu.queued += 1
+
+
+def rcu_barrier(host: "Host") -> Generator[Op, object, None]:
+    """rcu_barrier(): wait until every callback queued so far has been invoked."""
+    target = host.rcu.queued
+    rcu = host.rcu
+    yield Op(OP_WAIT, lambda: rcu.invoked >= target, "rcu_barrier()")
+
+
+def rcu_core(host: "Host") -> Generator[Op, object, None]:
+    """The RCU softirq (rcu_core / ksoftirqd): end grace periods and invoke ready callbacks, forever."""
+    rcu = host.rcu
+    task = host.current
+    while True:
+        yield Op(OP_WAIT, rcu.has_work, "rcu_core()")
+        if rcu.cb_ready():
+            cb = rcu.callbacks.popleft()
+            host.current_cb = cb
+            task.ctx.append(CTX_SOFTIRQ)
+            yield from cb.func(host, cb.arg)
+            task.ctx.pop()
+            host.current_cb = None
+            rcu.invoked += 1
+            host.probe.rcu_callback()
+        else:
+            rcu.gp_seq += 1
+            host.probe.grace_period(rcu.gp_seq)

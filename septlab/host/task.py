@@ -1,0 +1,91 @@
+"""Tasks (kernel threads / vCPU threads) and the steps they announce.
+
+A modelled kernel path is a generator. Before every point at which another CPU could interleave (a
+lock, an atomic, a SEAMCALL, an RCU boundary, a shared read or write) it `yield`s an `Op` naming what
+the next atomic step touches; the code up to the next yield runs atomically when the explorer resumes
+it. The value sent back in is the explorer's decision for that op (an injected SEAMCALL error, or None).
+The model never learns who decides or why: that is what keeps it ignorant of how it is explored.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+# Op kinds. Enabledness of the lock kinds is decided by the lock's state; OP_WAIT by a predicate.
+OP_RUN = 0  # a plain shared-memory step: always enabled
+OP_READ_LOCK = 1
+OP_WRITE_LOCK = 2
+OP_SPIN_LOCK = 3
+OP_SEAMCALL = 4  # a SEAMCALL: always enabled; the explorer may inject a failure the scenario allows
+OP_WAIT = 5  # blocked until obj() is true (rcu_barrier, kick acknowledgements, joins)
+
+OP_NAMES = ("run", "read_lock", "write_lock", "spin_lock", "seamcall", "wait")
+
+
+class Op:
+    """One announced step: what kind, which object, and for SEAMCALLs the leaf and whether it may fail."""
+
+    __slots__ = ("kind", "obj", "leaf", "nofail", "what")
+
+    def __init__(self, kind: int, obj: Any = None, what: str = "", leaf: int = -1, nofail: bool = False):
+        self.kind = kind
+        self.obj = obj
+        self.what = what
+        self.leaf = leaf
+        self.nofail = nofail
+
+    def __repr__(self) -> str:
+        return f"Op({OP_NAMES[self.kind]}, {self.what or self.obj!r})"
+
+
+CTX_PROCESS = "process"
+CTX_SOFTIRQ = "softirq"
+
+
+@dataclass(slots=True)
+class Task:
+    """The model's `current`: a thread's name, execution context, held locks and RCU nesting."""
+
+    name: str
+    kind: str
+    daemon: bool = False
+    ctx: list[str] = field(default_factory=lambda: [CTX_PROCESS])
+    held: list[tuple[str, str]] = field(default_factory=list)  # (lock name, mode)
+    rcu_nesting: int = 0
+    injected_error: bool = False  # the last SEAMCALL's error was injected by the fault model
+    vcpu: Any = None
+    done: bool = False
+
+    @property
+    def in_softirq(self) -> bool:
+        return self.ctx[-1] == CTX_SOFTIRQ
+
+    def holds(self, lock: str, mode: str | None = None) -> bool:
+        return any(n == lock and (mode is None or m == mode) for n, m in self.held)
+
+
+# Frames of these modules are not part of a modelled call chain.
+_CHAIN_SKIP_MODULES = ("septlab.explore", "septlab.check", "septlab.metrics", "septlab.cli")
+_CHAIN_SKIP_FUNCS = frozenset({"callchain", "record", "_record", "page_event", "set_owner", "kasan_check",
+                               "<genexpr>", "<lambda>", "report", "__init__"})
+
+
+def callchain(limit: int = 12) -> tuple[str, ...]:
+    """The modelled call chain of the running task, outermost first, from the live generator frames."""
+    f = sys._getframe(1)
+    names: list[str] = []
+    while f is not None:
+        mod = f.f_globals.get("__name__", "")
+        if not mod.startswith("septlab.") or mod.startswith(_CHAIN_SKIP_MODULES):
+            break
+        name = f.f_code.co_name
+        if name not in _CHAIN_SKIP_FUNCS:
+            names.append(name)
+        f = f.f_back
+    names.reverse()
+    return tuple(names[-limit:])
+
+
+Predicate = Callable[[], bool]

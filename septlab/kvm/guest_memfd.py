@@ -1,0 +1,73 @@
+"""virt/kvm/guest_memfd.c: private pages per gfn, invalidation on conversion/punch-hole/release.
+
+MODEL: one guest_memfd file backs all private memory; folios are 4 KiB; shared memory is host
+userspace memory outside the model (shared pfns are synthetic and never allocated).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Generator
+
+from ..host.locks import write_lock, write_unlock
+from ..host.page_alloc import GUEST, LEAKED, alloc_page, free_page
+from ..host.task import Op
+from .tdp_mmu import kvm_tdp_mmu_unmap_gfn_range
+
+if TYPE_CHECKING:
+    from .kvm_host import Kvm
+
+SHARED_PFN_BASE = 1 << 36
+
+
+def kvm_gmem_get_pfn(kvm: "Kvm", gfn: int) -> int:
+    """kvm_gmem_get_pfn(): the folio for gfn, allocated on first use."""
+    pfn = kvm.gmem.get(gfn)
+    if pfn is None:
+        pfn = alloc_page(kvm.host, GUEST)
+        kvm.gmem[gfn] = pfn
+    return pfn
+
+
+def kvm_mmu_invalidate_range(kvm: "Kvm", start: int, end: int, to_shared: bool) -> Generator[Op, object, None]:
+    """mmu_invalidate_begin() + kvm_mmu_unmap_gfn_range(private) + attributes + mmu_invalidate_end().
+
+    MODEL: begin/zap/end happen in one write-locked section; faults racing with it see a changed
+    mmu_invalidate_seq under mmu_lock and retry (mmu_invalidate_retry_gfn()).
+    """
+    host = kvm.host
+    yield from write_lock(host, kvm.mmu_lock)
+    kvm.mmu_invalidate_in_progress += 1
+    yield from kvm_tdp_mmu_unmap_gfn_range(kvm, start, end, True)
+    if to_shared:
+        kvm.shared_gfns.update(range(start, end))
+    kvm.mmu_invalidate_seq += 1
+    kvm.mmu_invalidate_in_progress -= 1
+    write_unlock(host, kvm.mmu_lock)
+
+
+def kvm_gmem_truncate(kvm: "Kvm", start: int, end: int) -> None:
+    """truncate_inode_pages_range(): free the private folios of [start, end).
+
+    MODEL: a page the TDX glue had to leak (removal failed) keeps an elevated refcount and is not freed.
+    """
+    host = kvm.host
+    for gfn in range(start, end):
+        pfn = kvm.gmem.pop(gfn, None)
+        if pfn is not None and host.pages.state(pfn) != LEAKED:
+            free_page(host, pfn)
+
+
+def kvm_gmem_convert_to_shared(kvm: "Kvm", start: int, end: int) -> Generator[Op, object, None]:
+    """KVM_SET_MEMORY_ATTRIBUTES(private -> shared) followed by fallocate(PUNCH_HOLE) on guest_memfd."""
+    yield from kvm_mmu_invalidate_range(kvm, start, end, True)
+    kvm_gmem_truncate(kvm, start, end)
+
+
+def kvm_gmem_release(kvm: "Kvm") -> Generator[Op, object, None]:
+    """kvm_gmem_release(): the file's last close zaps every private mapping, frees the folios, then
+    kvm_put_kvm() -- which is why every private leaf is gone before kvm_destroy_vm() runs."""
+    if kvm.gmem:
+        lo, hi = min(kvm.gmem), max(kvm.gmem) + 1
+        yield from kvm_mmu_invalidate_range(kvm, lo, hi, False)
+        kvm_gmem_truncate(kvm, lo, hi)
+    kvm.users -= 1

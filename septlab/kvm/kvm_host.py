@@ -1,0 +1,95 @@
+"""struct kvm, struct kvm_vcpu, struct kvm_tdx / vcpu_tdx (include/linux/kvm_host.h, vmx/tdx.h).
+
+Only the fields the S-EPT lifecycle touches. `ops` is the hook table a design variant overrides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..host.host import Host
+from ..host.locks import RwLock
+from ..host.memcache import KvmMmuMemoryCache
+from ..virt.dpamt import TdxPamtCache
+from .mmu_page import KvmMmuPage
+
+TD_STATE_UNINITIALIZED = 0
+TD_STATE_INITIALIZED = 1
+TD_STATE_RUNNABLE = 2
+
+KVM_ARCH_NR_OBJS_PER_MEMORY_CACHE = 40
+PT64_ROOT_MAX_LEVEL = 5
+
+
+@dataclass(slots=True, eq=False)
+class KvmTdx:
+    """struct kvm_tdx: TDR/TDCS pages, HKID, TD state and the wait_for_sept_zap gate."""
+
+    tdr: int = -1
+    tdcs: list[int] = field(default_factory=list)
+    hkid: int = -1
+    state: int = TD_STATE_UNINITIALIZED
+    wait_for_sept_zap: bool = False
+
+
+def is_hkid_assigned(kvm_tdx: KvmTdx) -> bool:
+    return kvm_tdx.hkid > 0
+
+
+@dataclass(slots=True, eq=False)
+class KvmVcpu:
+    """struct kvm_vcpu + vcpu_tdx: MMU caches, loaded roots, TDVPR/TDCX, guest-mode flag."""
+
+    vcpu_id: int
+    kvm: "Kvm"
+    mmu_shadow_page_cache: KvmMmuMemoryCache
+    mmu_external_spt_cache: KvmMmuMemoryCache
+    pamt_cache: TdxPamtCache = field(default_factory=TdxPamtCache)
+    mirror_root: KvmMmuPage | None = None
+    direct_root: KvmMmuPage | None = None
+    tdvpr: int = -1
+    tdcx: list[int] = field(default_factory=list)
+    in_guest: bool = False
+    initialized: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class Kvm:
+    """struct kvm with kvm->arch (TDP MMU roots) and the TDX VM state."""
+
+    host: Host
+    ops: Any
+    mmu_lock: RwLock = field(default_factory=lambda: RwLock("mmu_lock"))
+    tdx: KvmTdx = field(default_factory=KvmTdx)
+    vcpus: list[KvmVcpu] = field(default_factory=list)
+    roots: list[KvmMmuPage] = field(default_factory=list)
+    scheduled_to_zap: list[KvmMmuPage] = field(default_factory=list)
+    sp_by_spt: dict[int, KvmMmuPage] = field(default_factory=dict)
+    next_sp_id: int = 0
+    tdp_mmu_pages: int = 0
+    bugged: bool = False
+    pre_fault_allowed: bool = False
+    mmu_invalidate_seq: int = 0
+    mmu_invalidate_in_progress: int = 0
+    shared_gfns: set[int] = field(default_factory=set)
+    gmem: dict[int, int] = field(default_factory=dict)  # private gfn -> guest_memfd page
+    users: int = 0  # references from vCPU fds and guest_memfd files (kvm_get_kvm/kvm_put_kvm)
+    cache_capacity: int = KVM_ARCH_NR_OBJS_PER_MEMORY_CACHE
+
+
+def kvm_vm_bugged(kvm: Kvm) -> None:
+    kvm.bugged = True
+
+
+def KVM_BUG_ON(cond: bool, kvm: Kvm, site: str, msg: str) -> bool:  # noqa: N802 - kernel name
+    """KVM_BUG_ON(): WARN once and mark the VM bugged; explained if a fault was injected earlier."""
+    if cond:
+        host = kvm.host
+        from ..host.task import callchain
+
+        host.probe.report("KVM_BUG_ON", f"WARNING: KVM_BUG_ON({msg}) in {site}", site=site,
+                          task=host.current.name, chain=callchain(),
+                          explained=host.faults_injected > 0)
+        kvm_vm_bugged(kvm)
+    return cond

@@ -1,0 +1,43 @@
+"""struct kvm_mmu_page (arch/x86/kvm/mmu/mmu_internal.h) with its mirror-only `external_spt`.
+
+`spt` is the KVM-owned page table (mirror or direct); for non-root mirror pages `external_spt` is the
+page KVM hands the TDX module as the S-EPT page at the same position. The 512 SPTEs live in `sptes`
+(the contents of the `spt` page); reads and writes of them go through KASAN checks on `spt`.
+MODEL: sp headers come from no kmem_cache; a freed header is marked `freed` instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .spte import SPTE_ENT_PER_PAGE
+
+NO_PAGE = -1
+
+
+@dataclass(slots=True, eq=False)
+class KvmMmuPage:
+    sp_id: int
+    spt: int
+    level: int
+    gfn: int  # first gfn this table translates
+    is_mirror: bool
+    external_spt: int = NO_PAGE
+    parent: "KvmMmuPage | None" = None
+    parent_idx: int = -1
+    invalid: bool = False  # role.invalid (roots only here)
+    root_count: int = 0  # tdp_mmu_root_count, roots only
+    is_root: bool = False
+    linked: bool = False  # ever published in a parent SPTE (tdp_account_mmu_page)
+    unlinked: bool = False  # handle_removed_pt() took it out of the tree
+    freed: bool = False
+    sptes: list[int] = field(default_factory=lambda: [0] * SPTE_ENT_PER_PAGE)
+
+    def __repr__(self) -> str:
+        kind = "mirror" if self.is_mirror else "direct"
+        ext = f" external_spt={self.external_spt:#x}" if self.external_spt != NO_PAGE else ""
+        return f"sp#{self.sp_id}({kind} L{self.level} gfn={self.gfn:#x} spt={self.spt:#x}{ext})"
+
+
+def is_mirror_sp(sp: KvmMmuPage) -> bool:
+    return sp.is_mirror

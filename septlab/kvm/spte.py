@@ -1,0 +1,63 @@
+"""SPTE values (arch/x86/kvm/mmu/spte.h), reduced to what the S-EPT lifecycle needs.
+
+An SPTE is an int: pfn << 12 | flags. FROZEN_SPTE (REMOVED_SPTE before ~v6.11) is the transient
+non-present value meaning "a thread owns this entry right now"; SHADOW_NONPRESENT_VALUE is empty.
+MODEL: no A/D, permission, memtype or MMIO bits; non-leaf SPTEs point at the child's `spt` page.
+"""
+
+from __future__ import annotations
+
+SHADOW_NONPRESENT_VALUE = 0
+FROZEN_SPTE = 0x5A0
+PT_PRESENT_MASK = 1 << 0
+PT_WRITABLE_MASK = 1 << 1
+PT_PAGE_SIZE_MASK = 1 << 7  # leaf at level > 4K
+SPTE_LEAF_MASK = 1 << 8  # MODEL: explicit leaf marker so is_last_spte() needs no level table
+SPTE_BASE_PFN_SHIFT = 12
+
+SPTE_ENT_PER_PAGE = 512
+
+
+def is_frozen_spte(spte: int) -> bool:
+    return spte == FROZEN_SPTE
+
+
+def is_shadow_present_pte(spte: int) -> bool:
+    return bool(spte & PT_PRESENT_MASK)
+
+
+def is_last_spte(spte: int, level: int) -> bool:
+    return level == 1 or bool(spte & SPTE_LEAF_MASK)
+
+
+def spte_to_pfn(spte: int) -> int:
+    return spte >> SPTE_BASE_PFN_SHIFT
+
+
+def make_spte(pfn: int) -> int:
+    """make_spte(): a present, writable 4 KiB leaf (TDX requires full RWX for private leaves)."""
+    return (pfn << SPTE_BASE_PFN_SHIFT) | PT_PRESENT_MASK | PT_WRITABLE_MASK | SPTE_LEAF_MASK
+
+
+def make_nonleaf_spte(child_spt: int) -> int:
+    """make_nonleaf_spte(): a present entry pointing at the child page table."""
+    return (child_spt << SPTE_BASE_PFN_SHIFT) | PT_PRESENT_MASK | PT_WRITABLE_MASK
+
+
+def spte_index(gfn: int, level: int) -> int:
+    """SPTE_INDEX(): which of the 512 entries of a level-`level` table translates gfn."""
+    return (gfn >> (9 * (level - 1))) & 511
+
+
+def level_base_gfn(gfn: int, level: int) -> int:
+    """The first gfn covered by the level-`level` table that contains gfn's entry."""
+    return gfn & ~((1 << (9 * level)) - 1)
+
+
+def spte_name(spte: int) -> str:
+    if spte == FROZEN_SPTE:
+        return "FROZEN_SPTE"
+    if spte == SHADOW_NONPRESENT_VALUE:
+        return "SHADOW_NONPRESENT"
+    kind = "leaf" if spte & SPTE_LEAF_MASK else "nonleaf"
+    return f"{kind}(pfn={spte_to_pfn(spte):#x})"

@@ -1,0 +1,487 @@
+"""arch/x86/kvm/mmu/tdp_mmu.c: map, link, zap and free TDP page tables, mirror roots included (E3).
+
+Every function keeps the kernel's name and lock contract. A read or write of an SPTE that another CPU
+may race with is one step; walks under mmu_lock held for write take no steps (nobody can race them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generator
+
+from ..host.locks import (lockdep_assert_held_read, lockdep_assert_held_write, read_lock, read_unlock,
+                          write_lock, write_unlock)
+from ..host.memcache import kvm_mmu_memory_cache_alloc
+from ..host.page_alloc import EXTERNAL_SPT, SPT, free_page, kasan_check, set_owner
+from ..host.rcu import call_rcu, rcu_read_lock, rcu_read_unlock
+from ..host.task import OP_RUN, Op
+from .mmu_page import NO_PAGE, KvmMmuPage
+from .spte import (FROZEN_SPTE, SHADOW_NONPRESENT_VALUE, SPTE_ENT_PER_PAGE, is_frozen_spte,
+                   is_last_spte, is_shadow_present_pte, level_base_gfn, make_nonleaf_spte, make_spte,
+                   spte_index, spte_to_pfn)
+
+if TYPE_CHECKING:
+    from ..host.host import Host
+    from .kvm_host import Kvm, KvmVcpu
+
+Gen = Generator[Op, object, int]
+
+EBUSY = -16
+EIO = -5
+RET_PF_CONTINUE = 0
+RET_PF_RETRY = 1
+RET_PF_FIXED = 2
+RET_PF_SPURIOUS = 3
+ROOT_LEVEL = 4
+
+
+@dataclass(slots=True)
+class TdpIter:
+    """struct tdp_iter, reduced: the table, the entry index, its level and gfn, the cached old SPTE."""
+
+    sp: KvmMmuPage
+    idx: int
+    level: int
+    gfn: int
+    old_spte: int
+
+
+@dataclass(slots=True)
+class KvmPageFault:
+    """struct kvm_page_fault, reduced."""
+
+    gfn: int
+    is_private: bool
+    pfn: int = -1
+    goal_level: int = 1
+    mmu_seq: int = 0
+
+
+# --- SPTE accessors (each racing access is one step; KASAN-checked against the table's page) -------
+def tdp_read_spte(host: "Host", sp: KvmMmuPage, idx: int, what: str) -> Gen:
+    """READ_ONCE(*sptep) from a walker: one step, a KASAN check of sp->spt."""
+    yield Op(OP_RUN, ("spte", sp.sp_id, idx), what)
+    kasan_check(host, sp.spt, False, what)
+    return sp.sptes[idx]
+
+
+def tdp_write_spte(host: "Host", sp: KvmMmuPage, idx: int, new: int) -> int:
+    """__kvm_tdp_mmu_write_spte(): the store itself, atomic with the caller's current step."""
+    kasan_check(host, sp.spt, True, "__kvm_tdp_mmu_write_spte")
+    old = sp.sptes[idx]
+    sp.sptes[idx] = new
+    host.probe.spte_write(sp, idx, old, new)
+    return old
+
+
+def tdp_cmpxchg_spte(host: "Host", sp: KvmMmuPage, idx: int, old: int, new: int) -> Generator[Op, object, bool]:
+    """try_cmpxchg64(sptep, &old, new): one step."""
+    yield Op(OP_RUN, ("spte", sp.sp_id, idx), "try_cmpxchg64")
+    if sp.sptes[idx] != old:
+        return False
+    tdp_write_spte(host, sp, idx, new)
+    return True
+
+
+def sp_entry_gfn(sp: KvmMmuPage, idx: int) -> int:
+    return sp.gfn + (idx << (9 * (sp.level - 1)))
+
+
+# --- allocation ------------------------------------------------------------------------------------
+def tdp_mmu_alloc_sp(vcpu: "KvmVcpu") -> KvmMmuPage:
+    """tdp_mmu_alloc_sp(): header + spt from the vCPU's caches (under mmu_lock, never sleeps)."""
+    kvm = vcpu.kvm
+    spt = kvm_mmu_memory_cache_alloc(vcpu.mmu_shadow_page_cache)
+    set_owner(kvm.host, spt, SPT, "sp->spt (tdp_mmu_alloc_sp)")
+    sp = KvmMmuPage(kvm.next_sp_id, spt, 0, 0, False)
+    kvm.next_sp_id += 1
+    kvm.sp_by_spt[spt] = sp
+    return sp
+
+
+def tdp_mmu_init_child_sp(child: KvmMmuPage, it: TdpIter) -> None:
+    """tdp_mmu_init_child_sp(): one level down, same role (mirror stays mirror)."""
+    child.level = it.level - 1
+    child.gfn = level_base_gfn(it.gfn, child.level)
+    child.is_mirror = it.sp.is_mirror
+    child.parent = it.sp
+    child.parent_idx = it.idx
+
+
+def kvm_mmu_alloc_external_spt(vcpu: "KvmVcpu", sp: KvmMmuPage) -> None:
+    """kvm_mmu_alloc_external_spt() (mmu_internal.h): the S-EPT page from mmu_external_spt_cache."""
+    pfn = kvm_mmu_memory_cache_alloc(vcpu.mmu_external_spt_cache)
+    set_owner(vcpu.kvm.host, pfn, EXTERNAL_SPT, f"sp->external_spt of sp#{sp.sp_id}")
+    sp.external_spt = pfn
+
+
+def tdp_account_mmu_page(kvm: "Kvm", sp: KvmMmuPage) -> None:
+    sp.linked = True
+    kvm.tdp_mmu_pages += 1
+
+
+def tdp_mmu_unlink_sp(kvm: "Kvm", sp: KvmMmuPage) -> None:
+    """tdp_mmu_unlink_sp(): unaccount (MODEL: no NX huge page list)."""
+    sp.unlinked = True
+    if sp.linked:
+        kvm.tdp_mmu_pages -= 1
+
+
+# --- setting SPTEs ---------------------------------------------------------------------------------
+def __tdp_mmu_set_spte_atomic(kvm: "Kvm", it: TdpIter, new_spte: int) -> Gen:
+    """__tdp_mmu_set_spte_atomic(): cmpxchg; for mirror SPTEs freeze, call the TDX hook, then publish.
+
+    -EBUSY: the SPTE changed under us; no side effect other than refreshing it.old_spte (02eaaffdd865).
+    """
+    host = kvm.host
+    sp, idx = it.sp, it.idx
+    if sp.is_mirror:
+        # No vCPU may see new_spte before the S-EPT entry exists: own the entry while the SEAMCALL runs.
+        if not (yield from tdp_cmpxchg_spte(host, sp, idx, it.old_spte, FROZEN_SPTE)):
+            it.old_spte = sp.sptes[idx]
+            return EBUSY
+        ret = yield from kvm.ops.set_external_spte(kvm, it.gfn, it.old_spte, new_spte, it.level)
+        tdp_write_spte(host, sp, idx, it.old_spte if ret else new_spte)
+        return ret
+    if not (yield from tdp_cmpxchg_spte(host, sp, idx, it.old_spte, new_spte)):
+        it.old_spte = sp.sptes[idx]
+        return EBUSY
+    return 0
+
+
+def tdp_mmu_set_spte_atomic(kvm: "Kvm", it: TdpIter, new_spte: int) -> Gen:
+    """tdp_mmu_set_spte_atomic(): mmu_lock held for read; set, then bookkeeping."""
+    lockdep_assert_held_read(kvm.host, kvm.mmu_lock)
+    ret = yield from kvm.ops.__tdp_mmu_set_spte_atomic(kvm, it, new_spte)
+    if ret:
+        return ret
+    yield from handle_changed_spte(kvm, it.sp, it.gfn, it.old_spte, new_spte, it.level, True)
+    return 0
+
+
+def tdp_mmu_set_spte(kvm: "Kvm", it: TdpIter, new_spte: int) -> Gen:
+    """tdp_mmu_set_spte() / tdp_mmu_iter_set_spte(): mmu_lock held for write; never fails."""
+    lockdep_assert_held_write(kvm.host, kvm.mmu_lock)
+    yield Op(OP_RUN, ("spte", it.sp.sp_id, it.idx), "tdp_mmu_set_spte")
+    old = tdp_write_spte(kvm.host, it.sp, it.idx, new_spte)
+    it.old_spte = old
+    yield from handle_changed_spte(kvm, it.sp, it.gfn, old, new_spte, it.level, False)
+    return 0
+
+
+def handle_changed_spte(kvm: "Kvm", sp: KvmMmuPage, gfn: int, old: int, new: int, level: int,
+                        shared: bool) -> Gen:
+    """handle_changed_spte(): free removed page tables; (E3) propagate mirror leaf removal to TDX."""
+    was_present = is_shadow_present_pte(old)
+    if not was_present:
+        return 0
+    was_leaf = is_last_spte(old, level)
+    is_present = is_shadow_present_pte(new)
+    if not was_leaf:
+        if not is_present or is_last_spte(new, level) or spte_to_pfn(new) != spte_to_pfn(old):
+            yield from handle_removed_pt(kvm, kvm.sp_by_spt[spte_to_pfn(old)], shared)
+        return 0
+    if sp.is_mirror and not is_present:
+        # E3 (28c77a037804): removal of a private leaf is propagated centrally, whatever the caller.
+        yield from kvm.ops.set_external_spte(kvm, gfn, old, new, level)
+    return 0
+
+
+def handle_removed_pt(kvm: "Kvm", sp: KvmMmuPage, shared: bool) -> Gen:
+    """handle_removed_pt(): freeze all 512 entries of an unlinked table, handle each, free via RCU.
+
+    MODEL: in shared mode the non-present entries are frozen in one step (each xchg only makes a
+    racing installer fail, and entries are independent); present ones are exchanged one step each.
+    """
+    host = kvm.host
+    tdp_mmu_unlink_sp(kvm, sp)
+    sptes = sp.sptes
+    if shared:
+        yield Op(OP_RUN, ("sp", sp.sp_id), "handle_removed_pt: freeze")
+        kasan_check(host, sp.spt, True, "handle_removed_pt")
+        todo = []
+        for i in range(SPTE_ENT_PER_PAGE):
+            v = sptes[i]
+            if v == FROZEN_SPTE:
+                todo.append(i)  # another thread owns it: spin on it below
+            elif not is_shadow_present_pte(v):
+                sptes[i] = FROZEN_SPTE
+            else:
+                todo.append(i)
+        for i in todo:
+            while True:
+                yield Op(OP_RUN, ("spte", sp.sp_id, i), "handle_removed_pt: xchg")
+                old = tdp_write_spte(host, sp, i, FROZEN_SPTE)
+                if old != FROZEN_SPTE:
+                    break
+            yield from handle_changed_spte(kvm, sp, sp_entry_gfn(sp, i), old, FROZEN_SPTE, sp.level, shared)
+    else:
+        for i in range(SPTE_ENT_PER_PAGE):
+            old = sptes[i]
+            if not is_shadow_present_pte(old):
+                continue
+            yield Op(OP_RUN, ("spte", sp.sp_id, i), "handle_removed_pt")
+            tdp_write_spte(host, sp, i, FROZEN_SPTE)
+            yield from handle_changed_spte(kvm, sp, sp_entry_gfn(sp, i), old, FROZEN_SPTE, sp.level, shared)
+    if sp.is_mirror:
+        yield from kvm.ops.free_external_spt(kvm, sp)
+    kvm.ops.tdp_mmu_schedule_free_sp(kvm, sp)
+    return 0
+
+
+def call_rcu_free_sp(kvm: "Kvm", sp: KvmMmuPage) -> None:
+    """call_rcu(&sp->rcu_head, tdp_mmu_free_sp_rcu_callback): lockless walkers may still hold sp."""
+    call_rcu(kvm.host, tdp_mmu_free_sp_rcu_callback, (kvm, sp))
+
+
+def tdp_mmu_free_sp_rcu_callback(host: "Host", arg: tuple["Kvm", KvmMmuPage]) -> Gen:
+    """tdp_mmu_free_sp_rcu_callback(): runs in softirq after a grace period."""
+    kvm, sp = arg
+    yield from kvm.ops.tdp_mmu_free_sp(kvm, sp)
+    return 0
+
+
+def __tdp_mmu_free_sp(kvm: "Kvm", sp: KvmMmuPage) -> None:
+    """__tdp_mmu_free_sp() (E3): free sp->spt and the header only."""
+    free_page(kvm.host, sp.spt)
+    sp.freed = True
+
+
+def tdp_mmu_free_sp_e3(kvm: "Kvm", sp: KvmMmuPage) -> Gen:
+    """E3 RCU-callback body: WARN if TDX code did not take care of external_spt, then free spt."""
+    if sp.external_spt != NO_PAGE:
+        kvm.host.warn("tdp_mmu_free_sp_rcu_callback", f"sp#{sp.sp_id}->external_spt still set",
+                      pfn=sp.external_spt)
+    __tdp_mmu_free_sp(kvm, sp)
+    return 0
+    yield  # pragma: no cover
+
+
+def tdp_mmu_free_unused_sp(kvm: "Kvm", sp: KvmMmuPage) -> Gen:
+    """tdp_mmu_free_unused_sp() (E3): an sp never linked: TDX never saw external_spt, plain free."""
+    if sp.external_spt != NO_PAGE:
+        free_page(kvm.host, sp.external_spt)
+        sp.external_spt = NO_PAGE
+    kvm.sp_by_spt.pop(sp.spt, None)
+    __tdp_mmu_free_sp(kvm, sp)
+    return 0
+    yield  # pragma: no cover
+
+
+# --- the fault path --------------------------------------------------------------------------------
+def tdp_mmu_get_root_for_fault(vcpu: "KvmVcpu", fault: KvmPageFault) -> KvmMmuPage:
+    """tdp_mmu_get_root_for_fault(): private faults walk the mirror root."""
+    return vcpu.mirror_root if fault.is_private else vcpu.direct_root  # type: ignore[return-value]
+
+
+def tdp_mmu_link_sp(kvm: "Kvm", it: TdpIter, sp: KvmMmuPage, shared: bool) -> Gen:
+    """tdp_mmu_link_sp(): publish the new table in its parent (for mirrors: SEPT.ADD inside)."""
+    new_spte = make_nonleaf_spte(sp.spt)
+    if shared:
+        ret = yield from tdp_mmu_set_spte_atomic(kvm, it, new_spte)
+        if ret:
+            return ret
+    else:
+        yield from tdp_mmu_set_spte(kvm, it, new_spte)
+    tdp_account_mmu_page(kvm, sp)
+    return 0
+
+
+def tdp_mmu_map_handle_target_level(vcpu: "KvmVcpu", fault: KvmPageFault, it: TdpIter) -> Gen:
+    """tdp_mmu_map_handle_target_level(): install the leaf (for mirrors: AUG/ADD inside)."""
+    new_spte = make_spte(fault.pfn)
+    if is_shadow_present_pte(it.old_spte):
+        return RET_PF_SPURIOUS
+    if is_frozen_spte(it.old_spte):
+        return RET_PF_RETRY
+    if (yield from tdp_mmu_set_spte_atomic(vcpu.kvm, it, new_spte)):
+        return RET_PF_RETRY
+    return RET_PF_FIXED
+
+
+def kvm_tdp_mmu_map(vcpu: "KvmVcpu", fault: KvmPageFault) -> Gen:
+    """kvm_tdp_mmu_map(): walk (rcu_read_lock, mmu_lock for read), link missing tables, set the leaf."""
+    kvm = vcpu.kvm
+    host = kvm.host
+    root = tdp_mmu_get_root_for_fault(vcpu, fault)
+    gfn = fault.gfn
+    rcu_read_lock(host)
+    sp = root
+    level = root.level
+    ret = RET_PF_RETRY
+    while True:
+        idx = spte_index(gfn, level)
+        old = yield from tdp_read_spte(host, sp, idx, "kvm_tdp_mmu_map")
+        it = TdpIter(sp, idx, level, gfn, old)
+        if level == fault.goal_level:
+            ret = yield from tdp_mmu_map_handle_target_level(vcpu, fault, it)
+            break
+        if is_frozen_spte(old):
+            break
+        if is_shadow_present_pte(old) and not is_last_spte(old, level):
+            sp = kvm.sp_by_spt[spte_to_pfn(old)]
+            level -= 1
+            continue
+        child = tdp_mmu_alloc_sp(vcpu)
+        tdp_mmu_init_child_sp(child, it)
+        if child.is_mirror:
+            kvm_mmu_alloc_external_spt(vcpu, child)
+        if (yield from tdp_mmu_link_sp(kvm, it, child, True)):
+            yield from kvm.ops.tdp_mmu_free_unused_sp(kvm, child)
+            break
+        sp = child
+        level -= 1
+    rcu_read_unlock(host)
+    return ret
+
+
+def kvm_tdp_mmu_walk_lockless(vcpu: "KvmVcpu", gfn: int) -> Gen:
+    """kvm_tdp_mmu_fast_pf_get_last_sptep() under walk_shadow_page_lockless_begin(): RCU only.
+
+    Used by fast_page_fault(); the root may already be invalid and being zapped under read lock,
+    which is exactly what RCU-deferred freeing of page tables protects.
+    """
+    host = vcpu.kvm.host
+    root = vcpu.direct_root
+    rcu_read_lock(host)
+    sp = root
+    level = root.level
+    spte = SHADOW_NONPRESENT_VALUE
+    while True:
+        spte = yield from tdp_read_spte(host, sp, spte_index(gfn, level), "kvm_tdp_mmu_fast_pf_get_last_sptep")
+        if level == 1 or not is_shadow_present_pte(spte) or is_last_spte(spte, level):
+            break
+        sp = vcpu.kvm.sp_by_spt.get(spte_to_pfn(spte), sp)
+        level -= 1
+    rcu_read_unlock(host)
+    return spte
+
+
+# --- roots -----------------------------------------------------------------------------------------
+def kvm_tdp_mmu_alloc_root(vcpu: "KvmVcpu", mirror: bool) -> Generator[Op, object, KvmMmuPage]:
+    """kvm_tdp_mmu_alloc_root(): reuse a valid root of the same role, else a new one (refcount 2:
+    one for the vCPU, one for the root list until the root is invalidated)."""
+    kvm = vcpu.kvm
+    yield from write_lock(kvm.host, kvm.mmu_lock)
+    for root in kvm.roots:
+        if root.is_mirror == mirror and not root.invalid:
+            root.root_count += 1
+            write_unlock(kvm.host, kvm.mmu_lock)
+            return root
+    root = tdp_mmu_alloc_sp(vcpu)
+    root.level = ROOT_LEVEL
+    root.is_mirror = mirror
+    root.is_root = True
+    root.root_count = 2
+    kvm.roots.append(root)
+    write_unlock(kvm.host, kvm.mmu_lock)
+    return root
+
+
+def kvm_tdp_mmu_put_root(kvm: "Kvm", root: KvmMmuPage) -> None:
+    """kvm_tdp_mmu_put_root(): the last reference unlinks the root and frees it via RCU."""
+    root.root_count -= 1
+    if root.root_count == 0:
+        kvm.roots.remove(root)
+        call_rcu(kvm.host, tdp_mmu_free_sp_rcu_callback, (kvm, root))
+
+
+def kvm_tdp_mmu_invalidate_roots(kvm: "Kvm", mirror_too: bool) -> None:
+    """kvm_tdp_mmu_invalidate_roots(): mark roots invalid and schedule them for zapping (write lock).
+
+    Mirror roots only with KVM_VALID_ROOTS at teardown: "External page tables don't support fast zapping".
+    """
+    lockdep_assert_held_write(kvm.host, kvm.mmu_lock)
+    for root in kvm.roots:
+        if root.invalid or (root.is_mirror and not mirror_too):
+            continue
+        root.invalid = True
+        kvm.scheduled_to_zap.append(root)
+
+
+def tdp_mmu_zap_root(kvm: "Kvm", root: KvmMmuPage, shared: bool) -> Gen:
+    """tdp_mmu_zap_root(): zap 1G-level entries first (bounded work per table), then the root's."""
+    host = kvm.host
+    rcu_read_lock(host)
+    for l3 in [kvm.sp_by_spt[spte_to_pfn(s)] for s in root.sptes if is_shadow_present_pte(s)]:
+        for i in range(SPTE_ENT_PER_PAGE):
+            if is_shadow_present_pte(l3.sptes[i]):
+                yield from tdp_mmu_zap_spte(kvm, TdpIter(l3, i, l3.level, sp_entry_gfn(l3, i), l3.sptes[i]), shared)
+    for i in range(SPTE_ENT_PER_PAGE):
+        if is_shadow_present_pte(root.sptes[i]):
+            yield from tdp_mmu_zap_spte(kvm, TdpIter(root, i, root.level, sp_entry_gfn(root, i), root.sptes[i]), shared)
+    rcu_read_unlock(host)
+    return 0
+
+
+def tdp_mmu_zap_spte(kvm: "Kvm", it: TdpIter, shared: bool) -> Gen:
+    """tdp_mmu_zap_spte_atomic() when shared (retry on -EBUSY), else tdp_mmu_iter_set_spte()."""
+    if not shared:
+        return (yield from tdp_mmu_set_spte(kvm, it, SHADOW_NONPRESENT_VALUE))
+    while is_shadow_present_pte(it.old_spte):
+        if not (yield from tdp_mmu_set_spte_atomic(kvm, it, SHADOW_NONPRESENT_VALUE)):
+            break
+    return 0
+
+
+def kvm_tdp_mmu_zap_invalidated_roots(kvm: "Kvm", shared: bool) -> Gen:
+    """kvm_tdp_mmu_zap_invalidated_roots(): zap each scheduled root and drop the list's reference."""
+    host = kvm.host
+    while kvm.scheduled_to_zap:
+        root = kvm.scheduled_to_zap.pop(0)
+        if shared:
+            yield from read_lock(host, kvm.mmu_lock)
+        else:
+            yield from write_lock(host, kvm.mmu_lock)
+        yield from tdp_mmu_zap_root(kvm, root, shared)
+        kvm_tdp_mmu_put_root(kvm, root)
+        if shared:
+            read_unlock(host, kvm.mmu_lock)
+        else:
+            write_unlock(host, kvm.mmu_lock)
+    return 0
+
+
+def tdp_mmu_find_leaf_table(root: KvmMmuPage, gfn: int, sp_by_spt: dict[int, KvmMmuPage]) -> KvmMmuPage | None:
+    """Walk to the 4K table translating gfn without taking steps (callers hold mmu_lock for write)."""
+    sp = root
+    for level in range(root.level, 1, -1):
+        s = sp.sptes[spte_index(gfn, level)]
+        if not is_shadow_present_pte(s) or is_last_spte(s, level):
+            return None
+        sp = sp_by_spt[spte_to_pfn(s)]
+    return sp
+
+
+def tdp_mmu_zap_leafs(kvm: "Kvm", root: KvmMmuPage, start: int, end: int) -> Gen:
+    """tdp_mmu_zap_leafs(): zap present 4K leaves in [start, end) (mmu_lock held for write).
+
+    MODEL: no tdp_mmu_iter_cond_resched() yielding of mmu_lock.
+    """
+    host = kvm.host
+    lockdep_assert_held_write(host, kvm.mmu_lock)
+    rcu_read_lock(host)
+    gfn = start
+    while gfn < end:
+        block_end = min(end, (gfn | 511) + 1)
+        sp = tdp_mmu_find_leaf_table(root, gfn, kvm.sp_by_spt)
+        if sp is not None:
+            for g in range(gfn, block_end):
+                i = g & 511
+                old = sp.sptes[i]
+                if is_shadow_present_pte(old):
+                    yield from tdp_mmu_set_spte(kvm, TdpIter(sp, i, 1, g, old), SHADOW_NONPRESENT_VALUE)
+        gfn = block_end
+    rcu_read_unlock(host)
+    return 0
+
+
+def kvm_tdp_mmu_unmap_gfn_range(kvm: "Kvm", start: int, end: int, private: bool) -> Gen:
+    """kvm_tdp_mmu_unmap_gfn_range(): roots matching the attribute filter, invalid ones included."""
+    for root in list(kvm.roots) + [r for r in kvm.scheduled_to_zap if r not in kvm.roots]:
+        if root.is_mirror == private:
+            yield from tdp_mmu_zap_leafs(kvm, root, start, end)
+    return 0
+
+
+__all__ = ["kvm_tdp_mmu_map", "handle_removed_pt", "tdp_mmu_free_unused_sp", "make_spte"]

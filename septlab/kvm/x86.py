@@ -1,0 +1,221 @@
+"""vCPU run loop, page-fault entry, VM creation and kvm_destroy_vm() (x86.c, mmu.c, kvm_main.c, tdx.c).
+
+These are the task bodies a scenario starts: a vCPU entering the guest and taking EPT violations, a
+host task converting memory, the VM-destroy path in the kernel's order (E3: kvm_mmu_uninit_vm()
+before tdx_vm_destroy(), TDR reclaimed last).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Generator, Iterable
+
+from ..host.locks import read_lock, read_unlock, write_lock, write_unlock
+from ..host.memcache import (KvmMmuMemoryCache, kvm_mmu_free_memory_cache, kvm_mmu_topup_memory_cache)
+from ..host.rcu import rcu_barrier
+from ..host.task import OP_RUN, OP_WAIT, Op
+from ..virt import seamcall as S
+from ..virt.dpamt import tdx_free_pamt_cache
+from .guest_memfd import SHARED_PFN_BASE, kvm_gmem_get_pfn, kvm_gmem_release
+from .kvm_host import PT64_ROOT_MAX_LEVEL, TD_STATE_RUNNABLE, Kvm, KvmVcpu
+from .tdp_mmu import (RET_PF_RETRY, KvmPageFault, kvm_tdp_mmu_alloc_root, kvm_tdp_mmu_invalidate_roots,
+                      kvm_tdp_mmu_map, kvm_tdp_mmu_put_root, kvm_tdp_mmu_walk_lockless,
+                      kvm_tdp_mmu_zap_invalidated_roots)
+from .spte import is_shadow_present_pte
+from . import tdx as T
+
+if TYPE_CHECKING:
+    pass
+
+Gen = Generator[Op, object, int]
+
+
+def kvm_vcpu_create(kvm: Kvm, vcpu_id: int) -> KvmVcpu:
+    """kvm_vm_ioctl_create_vcpu(): caches get the variant's page_get/page_free for external_spt."""
+    ops = kvm.ops
+    vcpu = KvmVcpu(
+        vcpu_id, kvm,
+        KvmMmuMemoryCache(f"vcpu{vcpu_id}.mmu_shadow_page_cache", kvm.cache_capacity),
+        KvmMmuMemoryCache(f"vcpu{vcpu_id}.mmu_external_spt_cache", kvm.cache_capacity,
+                          page_get=ops.external_spt_cache_page_get, page_free=ops.external_spt_cache_page_free))
+    kvm.vcpus.append(vcpu)
+    kvm.users += 1
+    return vcpu
+
+
+def mmu_topup_memory_caches(vcpu: KvmVcpu) -> Gen:
+    """mmu_topup_memory_caches(): before mmu_lock, may sleep; [E4] topup_external_cache too."""
+    host = vcpu.kvm.host
+    yield from kvm_mmu_topup_memory_cache(host, vcpu.mmu_shadow_page_cache, PT64_ROOT_MAX_LEVEL)
+    yield from kvm_mmu_topup_memory_cache(host, vcpu.mmu_external_spt_cache, PT64_ROOT_MAX_LEVEL)
+    if host.tdx.dpamt:
+        vcpu.kvm.ops.topup_external_cache(vcpu, PT64_ROOT_MAX_LEVEL)
+    return 0
+
+
+def kvm_mmu_load(vcpu: KvmVcpu) -> Gen:
+    """kvm_mmu_load() / KVM_REQ_MMU_FREE_OBSOLETE_ROOTS: (re)load the mirror and direct roots."""
+    kvm = vcpu.kvm
+    if vcpu.direct_root is not None and vcpu.direct_root.invalid:
+        yield from write_lock(kvm.host, kvm.mmu_lock)
+        kvm_tdp_mmu_put_root(kvm, vcpu.direct_root)
+        write_unlock(kvm.host, kvm.mmu_lock)
+        vcpu.direct_root = None
+    if vcpu.mirror_root is None or vcpu.direct_root is None:
+        yield from mmu_topup_memory_caches(vcpu)
+    if vcpu.mirror_root is None:
+        vcpu.mirror_root = yield from kvm_tdp_mmu_alloc_root(vcpu, True)
+    if vcpu.direct_root is None:
+        vcpu.direct_root = yield from kvm_tdp_mmu_alloc_root(vcpu, False)
+    return 0
+
+
+def kvm_tdp_page_fault(vcpu: KvmVcpu, gfn: int, private: bool) -> Gen:
+    """kvm_tdp_page_fault() -> direct_page_fault(): [fast_page_fault], faultin, mmu_lock, map."""
+    kvm = vcpu.kvm
+    host = kvm.host
+    if not private:
+        # fast_page_fault(): lockless walk of the loaded root, which may already be invalid.
+        spte = yield from kvm_tdp_mmu_walk_lockless(vcpu, gfn)
+        if is_shadow_present_pte(spte):
+            return 0
+    yield from mmu_topup_memory_caches(vcpu)
+    fault = KvmPageFault(gfn, private, mmu_seq=kvm.mmu_invalidate_seq)
+    # kvm_mmu_faultin_pfn(): attributes must match, else exit to userspace (KVM_EXIT_MEMORY_FAULT).
+    if private == (gfn in kvm.shared_gfns):
+        return 0
+    fault.pfn = kvm_gmem_get_pfn(kvm, gfn) if private else SHARED_PFN_BASE + gfn
+    yield from read_lock(host, kvm.mmu_lock)
+    root = vcpu.mirror_root if private else vcpu.direct_root
+    if root is None or root.invalid or kvm.mmu_invalidate_in_progress or kvm.mmu_invalidate_seq != fault.mmu_seq:
+        ret = RET_PF_RETRY  # is_page_fault_stale()
+    else:
+        ret = yield from kvm_tdp_mmu_map(vcpu, fault)
+    read_unlock(host, kvm.mmu_lock)
+    return ret
+
+
+def tdx_vcpu_enter_exit(vcpu: KvmVcpu) -> Gen:
+    """tdx_vcpu_run(): no entry while wait_for_sept_zap; TDH.VP.ENTER; the guest runs until an exit."""
+    kvm = vcpu.kvm
+    t = kvm.tdx
+    yield Op(OP_WAIT, lambda: not t.wait_for_sept_zap, f"vcpu{vcpu.vcpu_id}: wait_for_sept_zap")
+    yield from kvm_mmu_load(vcpu)
+    if (yield from S.tdh_vp_enter(kvm.host, vcpu.tdvpr)):
+        return 0
+    vcpu.in_guest = True
+    yield Op(OP_RUN, ("guest", vcpu.vcpu_id), f"vcpu{vcpu.vcpu_id} in guest")
+    if vcpu.in_guest:  # EPT violation exit (unless a kick already forced the exit)
+        kvm.host.seam.td_exit(vcpu.tdvpr)
+        vcpu.in_guest = False
+    return 0
+
+
+def tdx_handle_ept_violation(vcpu: KvmVcpu, gfn: int, private: bool, max_retries: int) -> Gen:
+    """tdx_handle_ept_violation(): private faults retry locally (zero-step mitigation) until fixed,
+    the VM is dead, or a bound (MODEL: pending-signal/event exits are the bound)."""
+    for _ in range(max_retries):
+        ret = yield from kvm_tdp_page_fault(vcpu, gfn, private)
+        if ret != RET_PF_RETRY or vcpu.kvm.bugged:
+            return ret
+        if not private:
+            return ret  # shared faults re-enter the guest, which re-faults
+    return RET_PF_RETRY
+
+
+def vcpu_run(kvm: Kvm, vcpu: KvmVcpu, accesses: Iterable[tuple[int, bool]], max_retries: int = 8) -> Gen:
+    """A vCPU thread: wait until the TD runs, then enter the guest and fault on each access."""
+    yield Op(OP_WAIT, lambda: kvm.tdx.state == TD_STATE_RUNNABLE or kvm.bugged, "wait for TD_STATE_RUNNABLE")
+    for gfn, private in accesses:
+        if kvm.bugged:
+            break
+        yield from tdx_vcpu_enter_exit(vcpu)
+        yield from tdx_handle_ept_violation(vcpu, gfn, private, max_retries)
+    kvm.users -= 1  # vCPU fd closed
+    return 0
+
+
+def kvm_create_td(kvm: Kvm, image: Iterable[int]) -> Gen:
+    """KVM_CREATE_VM + KVM_TDX_INIT_VM + vCPU init + KVM_TDX_INIT_MEM_REGION + KVM_TDX_FINALIZE_VM."""
+    if (yield from T.__tdx_td_init(kvm)):
+        return -5
+    for vcpu in kvm.vcpus:
+        if (yield from T.tdx_vcpu_init(vcpu)):
+            return -5
+    if image:
+        boot = kvm.vcpus[0]
+        kvm.host.current.vcpu = boot
+        for gfn in image:
+            # tdx_gmem_post_populate() -> kvm_tdp_mmu_map_private_pfn(): PAGE.ADD under read mmu_lock.
+            yield from kvm_mmu_load(boot)
+            yield from tdx_handle_ept_violation(boot, gfn, True, 4)
+        kvm.host.current.vcpu = None
+    return (yield from T.tdx_td_finalize(kvm))
+
+
+def kvm_mmu_destroy(vcpu: KvmVcpu) -> Gen:
+    """kvm_mmu_destroy(): kvm_mmu_unload() drops root references, then the caches are freed."""
+    kvm = vcpu.kvm
+    yield from write_lock(kvm.host, kvm.mmu_lock)
+    for root in (vcpu.mirror_root, vcpu.direct_root):
+        if root is not None:
+            kvm_tdp_mmu_put_root(kvm, root)
+    vcpu.mirror_root = vcpu.direct_root = None
+    write_unlock(kvm.host, kvm.mmu_lock)
+    yield from kvm_mmu_free_memory_cache(kvm.host, vcpu.mmu_shadow_page_cache)
+    yield from kvm_mmu_free_memory_cache(kvm.host, vcpu.mmu_external_spt_cache)
+    tdx_free_pamt_cache(kvm.host, vcpu.pamt_cache)
+    return 0
+
+
+def kvm_mmu_uninit_tdp_mmu(kvm: Kvm) -> Gen:
+    """kvm_mmu_uninit_vm() -> kvm_mmu_uninit_tdp_mmu(): invalidate all roots (mirror included), zap
+    them under the write lock (every S-EPT page reclaimed here), WARN on leftovers, rcu_barrier()."""
+    host = kvm.host
+    yield from write_lock(host, kvm.mmu_lock)
+    kvm_tdp_mmu_invalidate_roots(kvm, True)
+    write_unlock(host, kvm.mmu_lock)
+    yield from kvm_tdp_mmu_zap_invalidated_roots(kvm, False)
+    if kvm.tdp_mmu_pages or kvm.roots:
+        host.warn("kvm_mmu_uninit_tdp_mmu", f"{kvm.tdp_mmu_pages} TDP MMU pages / {len(kvm.roots)} roots left",
+                  explained=host.faults_injected > 0)
+    yield from rcu_barrier(host)
+    return 0
+
+
+def kvm_arch_destroy_vm(kvm: Kvm) -> Gen:
+    """kvm_arch_destroy_vm() (E3 order): vCPUs, then kvm_mmu_uninit_vm(), then tdx_vm_destroy()."""
+    for vcpu in kvm.vcpus:
+        yield from kvm_mmu_destroy(vcpu)
+        yield from T.tdx_vcpu_free(vcpu)
+    yield from kvm_mmu_uninit_tdp_mmu(kvm)
+    yield from T.tdx_vm_destroy(kvm)
+    return 0
+
+
+def kvm_destroy_vm(kvm: Kvm) -> Gen:
+    """kvm_destroy_vm(): runs once every vCPU fd and guest_memfd file dropped its reference."""
+    yield from T.tdx_mmu_release_hkid(kvm)  # kvm_arch_pre_destroy_vm() -> vt_vm_pre_destroy()
+    yield from kvm.ops.kvm_arch_destroy_vm(kvm)
+    return 0
+
+
+def vm_teardown(kvm: Kvm, gmem_users: int) -> Gen:
+    """Userspace closes guest_memfd once the vCPUs are done, then the last kvm_put_kvm() destroys."""
+    yield Op(OP_WAIT, lambda: kvm.users <= gmem_users, "wait for vCPU fds to close")
+    yield from kvm_gmem_release(kvm)
+    yield Op(OP_WAIT, lambda: kvm.users <= 0, "kvm_put_kvm()")
+    yield from kvm.ops.kvm_destroy_vm(kvm)
+    return 0
+
+
+def kvm_mmu_zap_all_fast(kvm: Kvm) -> Gen:
+    """kvm_mmu_zap_all_fast() (memslot update): invalidate direct roots only, zap them under read lock."""
+    host = kvm.host
+    yield from write_lock(host, kvm.mmu_lock)
+    kvm_tdp_mmu_invalidate_roots(kvm, False)
+    write_unlock(host, kvm.mmu_lock)
+    yield from kvm_tdp_mmu_zap_invalidated_roots(kvm, True)
+    return 0
+
+
+__all__ = ["vcpu_run", "kvm_create_td", "vm_teardown", "kvm_mmu_zap_all_fast", "read_lock", "read_unlock"]

@@ -1,0 +1,1 @@
+"""Per-run metrics: pages held by owner, retention of reclaimed S-EPT pages, SEAMCALLs, RCU, PAMT."""

@@ -1,0 +1,83 @@
+"""Assemble a modelled machine from a scenario: host, TDX module, KVM with a variant's hooks, tasks.
+
+Tasks: `setup` (create and finalize the TD), one per vCPU, the `zapper` (conversions, fast zaps),
+`destroy` (guest_memfd release and kvm_destroy_vm once every user is gone) and the `rcu` softirq.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generator, Iterator
+
+from ..explore.runtime import Thread
+from ..host.host import Host
+from ..host.probe import Probe
+from ..host.rcu import rcu_core
+from ..host.task import OP_WAIT, Op, Task
+from ..kvm.guest_memfd import kvm_gmem_convert_to_shared
+from ..kvm.kvm_host import TD_STATE_RUNNABLE, Kvm
+from ..kvm.x86 import kvm_create_td, kvm_mmu_zap_all_fast, kvm_vcpu_create, vcpu_run, vm_teardown
+from ..tdx_module.module import TdxModule
+from ..variants import Variant
+from ..virt.dpamt import TdxHost
+from . import Scenario
+
+
+@dataclass
+class World:
+    host: Host
+    kvm: Kvm
+    threads: list[Thread]
+    scenario: Scenario
+    variant: Variant
+    dpamt: bool
+
+
+def _accesses(scn: Scenario, items: list[dict[str, Any]]) -> Iterator[tuple[int, bool]]:
+    for a in items:
+        shared = bool(a.get("shared", False))
+        g = a["gfn"]
+        for i in range(scn.count(a.get("count"))):
+            yield g + i, not shared
+
+
+def zapper_run(kvm: Kvm, scn: Scenario, ops: list[dict[str, Any]]) -> Generator[Op, object, int]:
+    """A host task driving KVM_SET_MEMORY_ATTRIBUTES + PUNCH_HOLE and memslot updates."""
+    yield Op(OP_WAIT, lambda: kvm.tdx.state == TD_STATE_RUNNABLE or kvm.bugged, "wait for TD_STATE_RUNNABLE")
+    for op in ops:
+        if "convert_to_shared" in op:
+            c = op["convert_to_shared"]
+            g = c["gfn"]
+            yield from kvm_gmem_convert_to_shared(kvm, g, g + scn.count(c.get("count")))
+        else:
+            yield from kvm_mmu_zap_all_fast(kvm)
+    kvm.users -= 1
+    return 0
+
+
+def build_world(scn: Scenario, variant: Variant, dpamt: bool, probe: Probe | None = None,
+                history: bool | None = None) -> World:
+    host = Host(probe=probe or Probe())
+    host.history = {} if (scn.history if history is None else history) else None
+    host.seam = TdxModule(dpamt=dpamt)
+    host.tdx = TdxHost(dpamt=dpamt)
+    kvm = Kvm(host, variant.build_ops(), cache_capacity=scn.cache_capacity)
+    for i in range(scn.vcpus):
+        kvm_vcpu_create(kvm, i)
+    image = [g for item in scn.data.get("image", []) for g in range(item["gfn"], item["gfn"] + scn.count(item.get("count")))]
+    threads = [Thread(Task("setup", "setup"), kvm_create_td(kvm, image))]
+    zappers = 0
+    for spec in scn.data["threads"]:
+        if spec["kind"] == "vcpu":
+            vcpu = kvm.vcpus[spec["vcpu"]]
+            task = Task(f"vcpu{vcpu.vcpu_id}", "vcpu", vcpu=vcpu)
+            threads.append(Thread(task, vcpu_run(kvm, vcpu, _accesses(scn, spec["access"]), scn.max_retries)))
+        else:
+            name = "zapper" if zappers == 0 else f"zapper{zappers}"
+            zappers += 1
+            threads.append(Thread(Task(name, "zapper"), zapper_run(kvm, scn, spec["ops"])))
+    unused = [v for v in kvm.vcpus if not any(t.task.vcpu is v for t in threads)]
+    kvm.users = scn.vcpus - len(unused) + zappers + 1  # vCPU fds in use, zappers, guest_memfd
+    threads.append(Thread(Task("destroy", "destroy"), vm_teardown(kvm, 1)))
+    threads.append(Thread(Task("rcu", "softirq", daemon=True), rcu_core(host)))
+    return World(host, kvm, threads, scn, variant, dpamt)

@@ -1,0 +1,1 @@
+"""Model of the Intel TDX module: PAMT, S-EPT trees, TD lifecycle, TLB epochs, SEAMCALL leaves."""

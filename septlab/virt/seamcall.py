@@ -1,0 +1,180 @@
+"""SEAMCALL wrappers of arch/x86/virt/vmx/tdx/tdx.c (tdh_mem_sept_add(), tdh_phymem_page_reclaim(), ...).
+
+Each wrapper yields one OP_SEAMCALL step, then calls the module leaf atomically. The explorer answers
+the step with None (run the leaf) or an error code the scenario's fault model allows (the leaf is then
+not run: an injected failure has no side effect). `current.injected_error` tells TDX_BUG_ON whether an
+error came from the fault model (the kernel's intended failure handling) or from a broken contract.
+MODEL: register layouts and extended error outputs are reduced to what KVM inspects.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Generator
+
+from ..host.task import OP_SEAMCALL, Op
+from ..tdx_module import errno as E
+
+if TYPE_CHECKING:
+    from ..host.host import Host
+
+Gen = Generator[Op, object, int]
+
+
+def _done(host: "Host", leaf: int, inj: object, pages: tuple[int, ...], err: int) -> int:
+    host.current.injected_error = inj is not None
+    if inj is not None and not E.tdx_operand_busy(inj):  # BUSY is always handled; others explain WARNs
+        host.faults_injected += 1
+    host.probe.seamcall(leaf, err, inj is not None, pages)
+    return err
+
+
+def _seamcall(host: "Host", leaf: int, obj: object, nofail: bool = False) -> Generator[Op, object, object]:
+    inj = yield Op(OP_SEAMCALL, obj, E.LEAF_NAMES[leaf], leaf, nofail)
+    return inj
+
+
+def tdh_mng_create(host: "Host", tdr: int, hkid: int) -> Gen:
+    """tdh_mng_create(): TDH.MNG.CREATE."""
+    inj = yield from _seamcall(host, E.TDH_MNG_CREATE, ("td", tdr))
+    return _done(host, E.TDH_MNG_CREATE, inj, (tdr,), inj or host.seam.tdh_mng_create(tdr, hkid))
+
+
+def tdh_mng_key_config(host: "Host", tdr: int) -> Gen:
+    """tdh_mng_key_config(): TDH.MNG.KEY.CONFIG (MODEL: one package)."""
+    inj = yield from _seamcall(host, E.TDH_MNG_KEY_CONFIG, ("td", tdr))
+    return _done(host, E.TDH_MNG_KEY_CONFIG, inj, (), inj or host.seam.tdh_mng_key_config(tdr))
+
+
+def tdh_mng_addcx(host: "Host", tdr: int, page: int) -> Gen:
+    """tdh_mng_addcx(): TDH.MNG.ADDCX."""
+    inj = yield from _seamcall(host, E.TDH_MNG_ADDCX, ("td", tdr))
+    return _done(host, E.TDH_MNG_ADDCX, inj, (page,), inj or host.seam.tdh_mng_addcx(tdr, page))
+
+
+def tdh_mng_init(host: "Host", tdr: int) -> Gen:
+    """tdh_mng_init(): TDH.MNG.INIT."""
+    inj = yield from _seamcall(host, E.TDH_MNG_INIT, ("td", tdr))
+    return _done(host, E.TDH_MNG_INIT, inj, (), inj or host.seam.tdh_mng_init(tdr))
+
+
+def tdh_vp_create(host: "Host", tdr: int, tdvpr: int) -> Gen:
+    """tdh_vp_create(): TDH.VP.CREATE."""
+    inj = yield from _seamcall(host, E.TDH_VP_CREATE, ("td", tdr))
+    return _done(host, E.TDH_VP_CREATE, inj, (tdvpr,), inj or host.seam.tdh_vp_create(tdr, tdvpr))
+
+
+def tdh_vp_addcx(host: "Host", tdvpr: int, page: int) -> Gen:
+    """tdh_vp_addcx(): TDH.VP.ADDCX."""
+    inj = yield from _seamcall(host, E.TDH_VP_ADDCX, ("vp", tdvpr))
+    return _done(host, E.TDH_VP_ADDCX, inj, (page,), inj or host.seam.tdh_vp_addcx(tdvpr, page))
+
+
+def tdh_vp_init(host: "Host", tdvpr: int) -> Gen:
+    """tdh_vp_init(): TDH.VP.INIT."""
+    inj = yield from _seamcall(host, E.TDH_VP_INIT, ("vp", tdvpr))
+    return _done(host, E.TDH_VP_INIT, inj, (), inj or host.seam.tdh_vp_init(tdvpr))
+
+
+def tdh_mr_finalize(host: "Host", tdr: int) -> Gen:
+    """tdh_mr_finalize(): TDH.MR.FINALIZE."""
+    inj = yield from _seamcall(host, E.TDH_MR_FINALIZE, ("td", tdr))
+    return _done(host, E.TDH_MR_FINALIZE, inj, (), inj or host.seam.tdh_mr_finalize(tdr))
+
+
+def tdh_mem_sept_add(host: "Host", tdr: int, gfn: int, level: int, page: int) -> Gen:
+    """tdh_mem_sept_add(): TDH.MEM.SEPT.ADD of `page` under the entry at (gfn, level)."""
+    inj = yield from _seamcall(host, E.TDH_MEM_SEPT_ADD, ("sept", tdr, level, gfn >> (9 * (level - 1))))
+    return _done(host, E.TDH_MEM_SEPT_ADD, inj, (page,), inj or host.seam.tdh_mem_sept_add(tdr, gfn, level, page))
+
+
+def tdh_mem_page_add(host: "Host", tdr: int, gfn: int, level: int, page: int) -> Gen:
+    """tdh_mem_page_add(): TDH.MEM.PAGE.ADD (initial image, before finalize)."""
+    inj = yield from _seamcall(host, E.TDH_MEM_PAGE_ADD, ("sept", tdr, level, gfn))
+    return _done(host, E.TDH_MEM_PAGE_ADD, inj, (page,), inj or host.seam.tdh_mem_page_add(tdr, gfn, level, page))
+
+
+def tdh_mem_page_aug(host: "Host", tdr: int, gfn: int, level: int, page: int) -> Gen:
+    """tdh_mem_page_aug(): TDH.MEM.PAGE.AUG."""
+    inj = yield from _seamcall(host, E.TDH_MEM_PAGE_AUG, ("sept", tdr, level, gfn))
+    return _done(host, E.TDH_MEM_PAGE_AUG, inj, (page,), inj or host.seam.tdh_mem_page_aug(tdr, gfn, level, page))
+
+
+def tdh_mem_range_block(host: "Host", tdr: int, gfn: int, level: int, nofail: bool = False) -> Gen:
+    """tdh_mem_range_block(): TDH.MEM.RANGE.BLOCK."""
+    inj = yield from _seamcall(host, E.TDH_MEM_RANGE_BLOCK, ("sept", tdr, level, gfn), nofail)
+    return _done(host, E.TDH_MEM_RANGE_BLOCK, inj, (), inj or host.seam.tdh_mem_range_block(tdr, gfn, level))
+
+
+def tdh_mem_track(host: "Host", tdr: int, nofail: bool = False) -> Gen:
+    """tdh_mem_track(): TDH.MEM.TRACK."""
+    inj = yield from _seamcall(host, E.TDH_MEM_TRACK, ("epoch", tdr), nofail)
+    return _done(host, E.TDH_MEM_TRACK, inj, (), inj or host.seam.tdh_mem_track(tdr))
+
+
+def tdh_mem_page_remove(host: "Host", tdr: int, gfn: int, level: int, nofail: bool = False) -> Gen:
+    """tdh_mem_page_remove(): TDH.MEM.PAGE.REMOVE."""
+    inj = yield from _seamcall(host, E.TDH_MEM_PAGE_REMOVE, ("sept", tdr, level, gfn), nofail)
+    err = inj or host.seam.tdh_mem_page_remove(tdr, gfn, level)[0]
+    return _done(host, E.TDH_MEM_PAGE_REMOVE, inj, (), err)
+
+
+def tdh_phymem_page_reclaim(host: "Host", page: int) -> Gen:
+    """tdh_phymem_page_reclaim(): TDH.PHYMEM.PAGE.RECLAIM."""
+    inj = yield from _seamcall(host, E.TDH_PHYMEM_PAGE_RECLAIM, ("page", page))
+    return _done(host, E.TDH_PHYMEM_PAGE_RECLAIM, inj, (page,), inj or host.seam.tdh_phymem_page_reclaim(page))
+
+
+def tdh_phymem_page_wbinvd_hkid(host: "Host", hkid: int, page: int) -> Gen:
+    """tdh_phymem_page_wbinvd_hkid(): TDH.PHYMEM.PAGE.WBINVD on (pfn | hkid)."""
+    inj = yield from _seamcall(host, E.TDH_PHYMEM_PAGE_WBINVD, ("page", page))
+    return _done(host, E.TDH_PHYMEM_PAGE_WBINVD, inj, (page,), inj or host.seam.tdh_phymem_page_wbinvd(page, hkid))
+
+
+def tdh_phymem_page_wbinvd_tdr(host: "Host", tdr: int) -> Gen:
+    """tdh_phymem_page_wbinvd_tdr(): TDH.PHYMEM.PAGE.WBINVD of the TDR with the global TDX HKID."""
+    return (yield from tdh_phymem_page_wbinvd_hkid(host, 0, tdr))
+
+
+def tdh_vp_flush(host: "Host", tdvpr: int) -> Gen:
+    """tdh_vp_flush(): TDH.VP.FLUSH (run on the vCPU's last CPU)."""
+    inj = yield from _seamcall(host, E.TDH_VP_FLUSH, ("vp", tdvpr))
+    return _done(host, E.TDH_VP_FLUSH, inj, (), inj or host.seam.tdh_vp_flush(tdvpr))
+
+
+def tdh_mng_vpflushdone(host: "Host", tdr: int) -> Gen:
+    """tdh_mng_vpflushdone(): TDH.MNG.VPFLUSHDONE."""
+    inj = yield from _seamcall(host, E.TDH_MNG_VPFLUSHDONE, ("td", tdr))
+    return _done(host, E.TDH_MNG_VPFLUSHDONE, inj, (), inj or host.seam.tdh_mng_vpflushdone(tdr))
+
+
+def tdh_phymem_cache_wb(host: "Host", resume: bool) -> Gen:
+    """tdh_phymem_cache_wb(): TDH.PHYMEM.CACHE.WB on this package."""
+    inj = yield from _seamcall(host, E.TDH_PHYMEM_CACHE_WB, ("wbcache",))
+    return _done(host, E.TDH_PHYMEM_CACHE_WB, inj, (), inj or host.seam.tdh_phymem_cache_wb(resume))
+
+
+def tdh_mng_key_freeid(host: "Host", tdr: int) -> Gen:
+    """tdh_mng_key_freeid(): TDH.MNG.KEY.FREEID."""
+    inj = yield from _seamcall(host, E.TDH_MNG_KEY_FREEID, ("td", tdr))
+    return _done(host, E.TDH_MNG_KEY_FREEID, inj, (), inj or host.seam.tdh_mng_key_freeid(tdr))
+
+
+def tdh_phymem_pamt_add(host: "Host", region: int, p1: int, p2: int) -> Gen:
+    """tdh_phymem_pamt_add(): TDH.PHYMEM.PAMT.ADD for a 2 MiB region (E4, DPAMT v6)."""
+    inj = yield from _seamcall(host, E.TDH_PHYMEM_PAMT_ADD, ("pamt", region))
+    return _done(host, E.TDH_PHYMEM_PAMT_ADD, inj, (p1, p2), inj or host.seam.tdh_phymem_pamt_add(region, p1, p2))
+
+
+def tdh_phymem_pamt_remove(host: "Host", region: int) -> Generator[Op, object, tuple[int, tuple[int, int] | None]]:
+    """tdh_phymem_pamt_remove(): TDH.PHYMEM.PAMT.REMOVE; returns the two PAMT pages on success."""
+    inj = yield from _seamcall(host, E.TDH_PHYMEM_PAMT_REMOVE, ("pamt", region))
+    if inj:
+        return _done(host, E.TDH_PHYMEM_PAMT_REMOVE, inj, (), inj), None
+    err, pages = host.seam.tdh_phymem_pamt_remove(region)
+    return _done(host, E.TDH_PHYMEM_PAMT_REMOVE, None, (), err), pages
+
+
+def tdh_vp_enter(host: "Host", tdvpr: int) -> Gen:
+    """tdh_vp_enter() (epoch bookkeeping only; MODEL: guest execution itself is one step)."""
+    yield Op(OP_SEAMCALL, ("epoch",), "TDH.VP.ENTER", 0, True)
+    return host.seam.tdh_vp_enter(tdvpr)
