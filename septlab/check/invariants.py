@@ -67,6 +67,9 @@ INVARIANTS: dict[str, Invariant] = {i.name: i for i in [
     Invariant("frozen-spte-left",
               "no SPTE stays FROZEN_SPTE after the thread that froze it drops mmu_lock",
               "__tdp_mmu_set_spte_atomic restore-on-failure (f.16, f.17)"),
+    Invariant("mmu-lock-rules",
+              "mirror zaps hold mmu_lock for write; wait_for_sept_zap is set only inside such a section",
+              "lockdep_assert_held_write in tdx.c, tdh_do_no_vcpus (f.18)", fatal=False, fix="2ff14116982c"),
     Invariant("deadlock", "some task can always make progress until every task has finished",
               "the scheduler (all tasks blocked)"),
 ]}
@@ -180,6 +183,8 @@ class Checker(Probe):
                 self.expected.append({"kind": kind, "title": title, "step": self.host.clock})
             else:
                 self.violate("seamcall-unexpected-error", title, pfns, **d)
+        elif kind == "WARN" and str(d.get("site", "")).startswith("lockdep_assert"):
+            self.violate("mmu-lock-rules", title, pfns, **d)
         elif kind in ("KVM_BUG_ON", "WARN"):
             if d.get("explained") or d.get("injected"):
                 self.expected.append({"kind": kind, "title": title, "step": self.host.clock})
@@ -196,6 +201,9 @@ class Checker(Probe):
     def lock_release(self, lock: str, mode: str) -> None:
         if lock != "mmu_lock":
             return
+        if mode == "write" and self.kvm.tdx.wait_for_sept_zap:
+            self.violate("mmu-lock-rules", "BUG: mmu_lock released for write with kvm_tdx->wait_for_sept_zap still set",
+                         (), task=self.host.current.name)
         touched = self._touched.pop(self.host.current.name, None)
         if not touched:
             return

@@ -52,6 +52,7 @@ class KvmVcpu:
     tdcx: list[int] = field(default_factory=list)
     in_guest: bool = False
     initialized: bool = False
+    accesses_done: int = 0  # guest accesses handled so far (lets a scenario order host events)
 
 
 @dataclass(slots=True, eq=False)

@@ -145,7 +145,7 @@ def tdx_track(kvm: Kvm) -> Gen:
     if kvm.tdx.state != TD_STATE_RUNNABLE:
         return 0
     lockdep_assert_held_write(kvm.host, kvm.mmu_lock)
-    err = yield from tdh_do_no_vcpus(S.tdh_mem_track, kvm, kvm.tdx.tdr)
+    err = yield from kvm.ops.tdh_do_no_vcpus(S.tdh_mem_track, kvm, kvm.tdx.tdr)
     TDX_BUG_ON(err, E.TDH_MEM_TRACK, kvm, kvm.host)
     yield from kvm_make_all_cpus_request(kvm, "KVM_REQ_OUTSIDE_GUEST_MODE")
     return 0
@@ -165,12 +165,12 @@ def tdx_sept_remove_leaf_spte(kvm: Kvm, gfn: int, level: int, old_spte: int) -> 
     if KVM_BUG_ON(level != 1, kvm, "tdx_sept_remove_leaf_spte", "level != PG_LEVEL_4K"):
         return EIO
     tdr = kvm.tdx.tdr
-    err = yield from tdh_do_no_vcpus(S.tdh_mem_range_block, kvm, tdr, gfn, level)
+    err = yield from kvm.ops.tdh_do_no_vcpus(S.tdh_mem_range_block, kvm, tdr, gfn, level)
     if TDX_BUG_ON(err, E.TDH_MEM_RANGE_BLOCK, kvm, host, gfn=gfn, pfn=pfn):
         tdx_leak_page(host, pfn, "RANGE.BLOCK failed")
         return EIO
     yield from kvm.ops.tdx_track(kvm)
-    err = yield from tdh_do_no_vcpus(S.tdh_mem_page_remove, kvm, tdr, gfn, level)
+    err = yield from kvm.ops.tdh_do_no_vcpus(S.tdh_mem_page_remove, kvm, tdr, gfn, level)
     if TDX_BUG_ON(err, E.TDH_MEM_PAGE_REMOVE, kvm, host, gfn=gfn, pfn=pfn):
         tdx_leak_page(host, pfn, "PAGE.REMOVE failed")
         return EIO

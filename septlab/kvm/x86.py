@@ -85,13 +85,20 @@ def kvm_tdp_page_fault(vcpu: KvmVcpu, gfn: int, private: bool) -> Gen:
         return 0
     fault.pfn = kvm_gmem_get_pfn(kvm, gfn) if private else SHARED_PFN_BASE + gfn
     yield from read_lock(host, kvm.mmu_lock)
-    root = vcpu.mirror_root if private else vcpu.direct_root
-    if root is None or root.invalid or kvm.mmu_invalidate_in_progress or kvm.mmu_invalidate_seq != fault.mmu_seq:
-        ret = RET_PF_RETRY  # is_page_fault_stale()
+    if kvm.ops.is_page_fault_stale(vcpu, fault):
+        ret = RET_PF_RETRY
     else:
         ret = yield from kvm_tdp_mmu_map(vcpu, fault)
     read_unlock(host, kvm.mmu_lock)
     return ret
+
+
+def is_page_fault_stale(vcpu: KvmVcpu, fault: KvmPageFault) -> bool:
+    """is_page_fault_stale(): obsolete root, or an invalidation raced with faultin (mmu_invalidate_retry_gfn)."""
+    kvm = vcpu.kvm
+    root = vcpu.mirror_root if fault.is_private else vcpu.direct_root
+    return (root is None or root.invalid or bool(kvm.mmu_invalidate_in_progress)
+            or kvm.mmu_invalidate_seq != fault.mmu_seq)
 
 
 def tdx_vcpu_enter_exit(vcpu: KvmVcpu) -> Gen:
@@ -130,6 +137,7 @@ def vcpu_run(kvm: Kvm, vcpu: KvmVcpu, accesses: Iterable[tuple[int, bool]], max_
             break
         yield from tdx_vcpu_enter_exit(vcpu)
         yield from tdx_handle_ept_violation(vcpu, gfn, private, max_retries)
+        vcpu.accesses_done += 1
     kvm.users -= 1  # vCPU fd closed
     return 0
 

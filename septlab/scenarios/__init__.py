@@ -71,6 +71,12 @@ SCHEMA: dict[str, Any] = {
                                    "properties": {"convert_to_shared": {
                                        "type": "object", "additionalProperties": False, "required": ["gfn"],
                                        "properties": {"gfn": GFN, "count": COUNT}}}},
+                                  {"type": "object", "additionalProperties": False, "required": ["after"],
+                                   "properties": {"after": {
+                                       "type": "object", "additionalProperties": False,
+                                       "required": ["vcpu", "accesses"],
+                                       "properties": {"vcpu": {"type": "integer", "minimum": 0},
+                                                      "accesses": {"type": "integer", "minimum": 1}}}}},
                                   {"type": "object", "additionalProperties": False,
                                    "required": ["zap_all_fast"],
                                    "properties": {"zap_all_fast": {"const": True}}}]}}}}},
@@ -196,6 +202,11 @@ def load_scenario(spec: str, overrides: dict[str, str] | None = None) -> Scenari
         i = next(n for n, t in enumerate(data["threads"]) if t["kind"] == "vcpu" and (t["vcpu"] >= vcpus or ids.count(t["vcpu"]) > 1))
         raise ScenarioError(f"{label}:{_line_of(node, ['threads', i, 'vcpu'])}: threads[{i}].vcpu: "
                             f"must be unique and < vcpus ({vcpus})")
+    for i, t in enumerate(data["threads"]):
+        for j, op in enumerate(t.get("ops", [])):
+            if "after" in op and op["after"]["vcpu"] >= vcpus:
+                raise ScenarioError(f"{label}:{_line_of(node, ['threads', i, 'ops', j, 'after', 'vcpu'])}: "
+                                    f"threads[{i}].ops[{j}].after.vcpu: no vCPU {op['after']['vcpu']} (vcpus: {vcpus})")
     faults = {E.LEAF_BY_NAME[k]: tuple(E.ERROR_BY_NAME[c] for c in v) for k, v in (data.get("faults") or {}).items()}
     digest = hashlib.sha256(repr(sorted(data.items(), key=lambda kv: kv[0])).encode()).hexdigest()[:16]
     scn = Scenario(

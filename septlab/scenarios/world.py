@@ -45,7 +45,11 @@ def zapper_run(kvm: Kvm, scn: Scenario, ops: list[dict[str, Any]]) -> Generator[
     """A host task driving KVM_SET_MEMORY_ATTRIBUTES + PUNCH_HOLE and memslot updates."""
     yield Op(OP_WAIT, lambda: kvm.tdx.state == TD_STATE_RUNNABLE or kvm.bugged, "wait for TD_STATE_RUNNABLE")
     for op in ops:
-        if "convert_to_shared" in op:
+        if "after" in op:
+            vcpu = kvm.vcpus[op["after"]["vcpu"]]
+            n = op["after"]["accesses"]
+            yield Op(OP_WAIT, lambda: vcpu.accesses_done >= n or kvm.bugged, f"after vcpu{vcpu.vcpu_id} access #{n}")
+        elif "convert_to_shared" in op:
             c = op["convert_to_shared"]
             g = c["gfn"]
             yield from kvm_gmem_convert_to_shared(kvm, g, g + scn.count(c.get("count")))
