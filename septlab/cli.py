@@ -19,14 +19,21 @@ from rich.table import Table
 from . import __version__
 from .check.invariants import INVARIANTS
 from .check.report import render
-from .explore.driver import (RunResult, TraceError, load_trace, replay_trace, run_schedule, trace_header,
-                             trace_json, write_json_atomic)
+from .explore.driver import (
+    RunResult,
+    TraceError,
+    replay_trace,
+    run_schedule,
+    trace_header,
+    trace_json,
+    write_json_atomic,
+)
 from .metrics.metrics import merge
 from .scenarios import ScenarioError, builtin_descriptions, load_scenario
 from .variants import VariantError, get_variant, registry
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 170)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class BadInput(Exception):

@@ -18,7 +18,7 @@ from ..host.probe import Probe
 from ..kvm.kvm_host import is_hkid_assigned
 from ..kvm.spte import FROZEN_SPTE, is_shadow_present_pte, spte_to_pfn
 from ..metrics.metrics import Metrics
-from ..tdx_module.pamt import PT_NDA, PT_NAMES, PT_PAMT
+from ..tdx_module.pamt import PT_NAMES, PT_NDA, PT_PAMT
 from ..tdx_module.sept import LEAF_PRESENT, NONLEAF_PRESENT, SEPT_FREE, SEPT_NAMES, entry_key
 
 if TYPE_CHECKING:

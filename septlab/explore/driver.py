@@ -67,7 +67,7 @@ def trace_header(scn: Scenario, variant: Variant, dpamt: bool, seed: int, fault_
                  overrides: dict[str, str]) -> dict[str, Any]:
     return {"septlab": __version__, "format": TRACE_FORMAT, "scenario": scn.source,
             "scenario_digest": scn.digest, "set": dict(sorted(overrides.items())), "variant": variant.name,
-            "variant_source": getattr(variant, "_source", ""), "dpamt": dpamt, "seed": seed,
+            "variant_source": variant.source, "dpamt": dpamt, "seed": seed,
             "fault_rate": fault_rate}
 
 

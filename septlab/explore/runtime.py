@@ -8,11 +8,11 @@ artifact: feeding it back reproduces the run step for step. The model never sees
 from __future__ import annotations
 
 import traceback
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, Generator, Protocol
+from typing import Any, Protocol
 
-from ..host.task import (OP_READ_LOCK, OP_RUN, OP_SEAMCALL, OP_SPIN_LOCK, OP_WAIT, OP_WRITE_LOCK, Op,
-                         Task)
+from ..host.task import OP_READ_LOCK, OP_RUN, OP_SEAMCALL, OP_SPIN_LOCK, OP_WAIT, OP_WRITE_LOCK, Op, Task
 
 
 class Chooser(Protocol):

@@ -8,8 +8,9 @@ reports "inconsistent lock state" the moment both exist, as kernel/locking/lockd
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generator
+from typing import TYPE_CHECKING
 
 from .task import OP_READ_LOCK, OP_SPIN_LOCK, OP_WRITE_LOCK, Op, callchain
 
@@ -101,6 +102,7 @@ def write_lock(host: "Host", lock: RwLock) -> Generator[Op, object, None]:
 
 
 def write_unlock(host: "Host", lock: RwLock) -> None:
+    """write_unlock(): atomic with the preceding step."""
     lock.writer = None
     host.current.held.remove((lock.name, "write"))
     host.probe.lock_release(lock.name, "write")
@@ -115,6 +117,7 @@ def spin_lock(host: "Host", lock: SpinLock) -> Generator[Op, object, None]:
 
 
 def spin_unlock(host: "Host", lock: SpinLock) -> None:
+    """spin_unlock(): atomic with the preceding step."""
     lock.owner = None
     host.current.held.remove((lock.name, "spin"))
     host.probe.lock_release(lock.name, "spin")
@@ -132,5 +135,6 @@ def lockdep_assert_held_write(host: "Host", lock: RwLock) -> None:
 
 
 def lockdep_assert_held_read(host: "Host", lock: RwLock) -> None:
+    """lockdep_assert_held(): WARN if the current task does not hold `lock` (read or write)."""
     if not host.current.holds(lock.name):
         host.warn("lockdep_assert_held", f"{lock.name} not held")

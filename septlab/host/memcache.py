@@ -6,8 +6,9 @@ default to the plain page allocator.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Generator
+from typing import TYPE_CHECKING
 
 from .page_alloc import CACHED, alloc_page, free_page
 from .task import OP_RUN, Op
@@ -20,11 +21,13 @@ PageFree = Callable[["Host", int], Generator[Op, object, None]]
 
 
 def default_page_get(host: "Host") -> Generator[Op, object, int]:
+    """The cache's default page_get: alloc_page() (may sleep; only called before mmu_lock)."""
     return alloc_page(host, CACHED)
     yield  # pragma: no cover - makes this a generator
 
 
 def default_page_free(host: "Host", pfn: int) -> Generator[Op, object, None]:
+    """The cache's default page_free: free_page()."""
     free_page(host, pfn)
     return
     yield  # pragma: no cover

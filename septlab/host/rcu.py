@@ -10,8 +10,9 @@ MODEL: one global callback list (no per-CPU lists), no expedited grace periods, 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Generator
+from typing import TYPE_CHECKING, Any
 
 from .task import CTX_SOFTIRQ, OP_WAIT, Op, callchain
 
@@ -60,6 +61,7 @@ def rcu_read_lock(host: "Host") -> None:
 
 
 def rcu_read_unlock(host: "Host") -> None:
+    """rcu_read_unlock(): leave the read-side section; the outermost exit unblocks grace periods."""
     task = host.current
     task.rcu_nesting -= 1
     if task.rcu_nesting == 0:

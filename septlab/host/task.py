@@ -10,8 +10,9 @@ The model never learns who decides or why: that is what keeps it ignorant of how
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 # Op kinds. Enabledness of the lock kinds is decided by the lock's state; OP_WAIT by a predicate.
 OP_RUN = 0  # a plain shared-memory step: always enabled
@@ -69,7 +70,8 @@ class Task:
 # Frames of these modules are not part of a modelled call chain.
 _CHAIN_SKIP_MODULES = ("septlab.explore", "septlab.check", "septlab.metrics", "septlab.cli")
 _CHAIN_SKIP_FUNCS = frozenset({"callchain", "record", "_record", "page_event", "set_owner", "kasan_check",
-                               "<genexpr>", "<lambda>", "report", "__init__"})
+                               "<genexpr>", "<lambda>", "report", "__init__", "note", "kasan_report",
+                               "_done", "_seamcall", "warn"})
 
 
 def callchain(limit: int = 12) -> tuple[str, ...]:

@@ -6,7 +6,8 @@ userspace memory outside the model (shared pfns are synthetic and never allocate
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generator
+from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 from ..host.locks import write_lock, write_unlock
 from ..host.page_alloc import GUEST, LEAKED, alloc_page, free_page

@@ -34,6 +34,7 @@ class KvmTdx:
 
 
 def is_hkid_assigned(kvm_tdx: KvmTdx) -> bool:
+    """is_hkid_assigned(): the TD still has its private key (S-EPT SEAMCALLs legal, RECLAIM not)."""
     return kvm_tdx.hkid > 0
 
 
@@ -80,6 +81,7 @@ class Kvm:
 
 
 def kvm_vm_bugged(kvm: Kvm) -> None:
+    """kvm_vm_bugged(): the VM is dead to userspace; teardown still runs."""
     kvm.bugged = True
 
 

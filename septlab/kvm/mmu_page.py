@@ -40,4 +40,5 @@ class KvmMmuPage:
 
 
 def is_mirror_sp(sp: KvmMmuPage) -> bool:
+    """is_mirror_sp(): role.is_mirror."""
     return sp.is_mirror

@@ -19,18 +19,22 @@ SPTE_ENT_PER_PAGE = 512
 
 
 def is_frozen_spte(spte: int) -> bool:
+    """is_frozen_spte(): some thread owns this entry right now."""
     return spte == FROZEN_SPTE
 
 
 def is_shadow_present_pte(spte: int) -> bool:
+    """is_shadow_present_pte()."""
     return bool(spte & PT_PRESENT_MASK)
 
 
 def is_last_spte(spte: int, level: int) -> bool:
+    """is_last_spte(): a leaf at this level."""
     return level == 1 or bool(spte & SPTE_LEAF_MASK)
 
 
 def spte_to_pfn(spte: int) -> int:
+    """spte_to_pfn()."""
     return spte >> SPTE_BASE_PFN_SHIFT
 
 
@@ -55,6 +59,7 @@ def level_base_gfn(gfn: int, level: int) -> int:
 
 
 def spte_name(spte: int) -> str:
+    """Human-readable SPTE value for reports."""
     if spte == FROZEN_SPTE:
         return "FROZEN_SPTE"
     if spte == SHADOW_NONPRESENT_VALUE:

@@ -6,19 +6,36 @@ may race with is one step; walks under mmu_lock held for write take no steps (no
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generator
+from typing import TYPE_CHECKING
 
-from ..host.locks import (lockdep_assert_held_read, lockdep_assert_held_write, read_lock, read_unlock,
-                          write_lock, write_unlock)
+from ..host.locks import (
+    lockdep_assert_held_read,
+    lockdep_assert_held_write,
+    read_lock,
+    read_unlock,
+    write_lock,
+    write_unlock,
+)
 from ..host.memcache import kvm_mmu_memory_cache_alloc
 from ..host.page_alloc import EXTERNAL_SPT, SPT, free_page, kasan_check, set_owner
 from ..host.rcu import call_rcu, rcu_read_lock, rcu_read_unlock
 from ..host.task import OP_RUN, Op
 from .mmu_page import NO_PAGE, KvmMmuPage
-from .spte import (FROZEN_SPTE, SHADOW_NONPRESENT_VALUE, SPTE_ENT_PER_PAGE, is_frozen_spte,
-                   is_last_spte, is_shadow_present_pte, level_base_gfn, make_nonleaf_spte, make_spte,
-                   spte_index, spte_to_pfn)
+from .spte import (
+    FROZEN_SPTE,
+    SHADOW_NONPRESENT_VALUE,
+    SPTE_ENT_PER_PAGE,
+    is_frozen_spte,
+    is_last_spte,
+    is_shadow_present_pte,
+    level_base_gfn,
+    make_nonleaf_spte,
+    make_spte,
+    spte_index,
+    spte_to_pfn,
+)
 
 if TYPE_CHECKING:
     from ..host.host import Host
@@ -84,6 +101,7 @@ def tdp_cmpxchg_spte(host: "Host", sp: KvmMmuPage, idx: int, old: int, new: int)
 
 
 def sp_entry_gfn(sp: KvmMmuPage, idx: int) -> int:
+    """First gfn translated by entry `idx` of `sp`."""
     return sp.gfn + (idx << (9 * (sp.level - 1)))
 
 
@@ -116,6 +134,7 @@ def kvm_mmu_alloc_external_spt(vcpu: "KvmVcpu", sp: KvmMmuPage) -> None:
 
 
 def tdp_account_mmu_page(kvm: "Kvm", sp: KvmMmuPage) -> None:
+    """tdp_account_mmu_page(): the sp is linked and counted in kvm->arch.tdp_mmu_pages."""
     sp.linked = True
     kvm.tdp_mmu_pages += 1
 

@@ -8,17 +8,33 @@ map side -> -EBUSY and retry; any other SEAMCALL error -> TDX_BUG_ON (WARN + bug
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Generator
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
 
 from ..host.locks import lockdep_assert_held_write, write_lock, write_unlock
 from ..host.page_alloc import EXTERNAL_SPT, TD_CONTROL, set_owner
 from ..host.task import OP_RUN, Op, callchain
 from ..tdx_module import errno as E
 from ..virt import seamcall as S
-from ..virt.dpamt import (tdx_alloc_control_page, tdx_free_control_page, tdx_leak_page, tdx_pamt_get,
-                          tdx_pamt_put, tdx_topup_pamt_cache)
-from .kvm_host import (KVM_BUG_ON, PT64_ROOT_MAX_LEVEL, TD_STATE_INITIALIZED, TD_STATE_RUNNABLE,
-                       TD_STATE_UNINITIALIZED, Kvm, KvmVcpu, is_hkid_assigned, kvm_vm_bugged)
+from ..virt.dpamt import (
+    tdx_alloc_control_page,
+    tdx_free_control_page,
+    tdx_leak_page,
+    tdx_pamt_get,
+    tdx_pamt_put,
+    tdx_topup_pamt_cache,
+)
+from .kvm_host import (
+    KVM_BUG_ON,
+    PT64_ROOT_MAX_LEVEL,
+    TD_STATE_INITIALIZED,
+    TD_STATE_RUNNABLE,
+    TD_STATE_UNINITIALIZED,
+    Kvm,
+    KvmVcpu,
+    is_hkid_assigned,
+    kvm_vm_bugged,
+)
 from .mmu_page import NO_PAGE, KvmMmuPage
 from .spte import is_last_spte, is_shadow_present_pte, spte_to_pfn
 

@@ -7,21 +7,29 @@ before tdx_vm_destroy(), TDR reclaimed last).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generator, Iterable
+from collections.abc import Generator, Iterable
+from typing import TYPE_CHECKING
 
 from ..host.locks import read_lock, read_unlock, write_lock, write_unlock
-from ..host.memcache import (KvmMmuMemoryCache, kvm_mmu_free_memory_cache, kvm_mmu_topup_memory_cache)
+from ..host.memcache import KvmMmuMemoryCache, kvm_mmu_free_memory_cache, kvm_mmu_topup_memory_cache
 from ..host.rcu import rcu_barrier
 from ..host.task import OP_RUN, OP_WAIT, Op
 from ..virt import seamcall as S
 from ..virt.dpamt import tdx_free_pamt_cache
+from . import tdx as T
 from .guest_memfd import SHARED_PFN_BASE, kvm_gmem_get_pfn, kvm_gmem_release
 from .kvm_host import PT64_ROOT_MAX_LEVEL, TD_STATE_RUNNABLE, Kvm, KvmVcpu
-from .tdp_mmu import (RET_PF_RETRY, KvmPageFault, kvm_tdp_mmu_alloc_root, kvm_tdp_mmu_invalidate_roots,
-                      kvm_tdp_mmu_map, kvm_tdp_mmu_put_root, kvm_tdp_mmu_walk_lockless,
-                      kvm_tdp_mmu_zap_invalidated_roots)
 from .spte import is_shadow_present_pte
-from . import tdx as T
+from .tdp_mmu import (
+    RET_PF_RETRY,
+    KvmPageFault,
+    kvm_tdp_mmu_alloc_root,
+    kvm_tdp_mmu_invalidate_roots,
+    kvm_tdp_mmu_map,
+    kvm_tdp_mmu_put_root,
+    kvm_tdp_mmu_walk_lockless,
+    kvm_tdp_mmu_zap_invalidated_roots,
+)
 
 if TYPE_CHECKING:
     pass

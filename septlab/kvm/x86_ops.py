@@ -30,6 +30,7 @@ HOOKS = (
 
 
 def default_ops() -> SimpleNamespace:
+    """The merged kernel's hook table (E3, + DPAMT v6 when DPAMT is on): the tdx-free design."""
     from ..host import memcache
     from . import tdp_mmu, tdx, x86
 

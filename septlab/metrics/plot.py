@@ -14,7 +14,7 @@ def plot_series(path: Path, title: str, series: list[tuple[str, list[tuple[int, 
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     for label, pts in series:
         if pts:
-            xs, ys = zip(*pts)
+            xs, ys = zip(*pts, strict=True)
             ax.step(xs, ys, where="post", label=label, linewidth=1.3)
     ax.set_xlabel("step (first schedule)")
     ax.set_ylabel("host pages in use")

@@ -6,8 +6,9 @@ Tasks: `setup` (create and finalize the TD), one per vCPU, the `zapper` (convers
 
 from __future__ import annotations
 
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Any, Generator, Iterator
+from typing import Any
 
 from ..explore.runtime import Thread
 from ..host.host import Host
@@ -48,7 +49,7 @@ def zapper_run(kvm: Kvm, scn: Scenario, ops: list[dict[str, Any]]) -> Generator[
         if "after" in op:
             vcpu = kvm.vcpus[op["after"]["vcpu"]]
             n = op["after"]["accesses"]
-            yield Op(OP_WAIT, lambda: vcpu.accesses_done >= n or kvm.bugged, f"after vcpu{vcpu.vcpu_id} access #{n}")
+            yield Op(OP_WAIT, lambda v=vcpu, n=n: v.accesses_done >= n or kvm.bugged, f"after vcpu{vcpu.vcpu_id} access #{n}")
         elif "convert_to_shared" in op:
             c = op["convert_to_shared"]
             g = c["gfn"]

@@ -125,6 +125,7 @@ def err_name(err: int) -> str:
 
 
 def leaf_name(leaf: int) -> str:
+    """The SEAMCALL's TDX-spec name, e.g. TDH.MEM.SEPT.ADD."""
     return LEAF_NAMES.get(leaf, f"SEAMCALL#{leaf}")
 
 

@@ -13,10 +13,30 @@ from dataclasses import dataclass, field
 
 from . import errno as E
 from .pamt import PT_EPT, PT_NDA, PT_PAMT, PT_REG, PT_TDCX, PT_TDR, PT_TDVPR, Pamt
-from .sept import (BLOCK_OF, BLOCKED_STATES, LEAF_PRESENT, NONLEAF_PRESENT, PG_LEVEL_4K, ROOT_LEVEL,
-                   SEPT_FREE, SEPT_MAPPED, SEPT_NL_MAPPED, SEPT_PENDING, SEPT_REMOVED, entry_key)
-from .td import (OP_STATE_INITIALIZED, OP_STATE_RUNNABLE, TD_BLOCKED, TD_HKID_ASSIGNED,
-                 TD_KEYS_CONFIGURED, TD_TEARDOWN, Td, TdVcpu)
+from .sept import (
+    BLOCK_OF,
+    BLOCKED_STATES,
+    LEAF_PRESENT,
+    NONLEAF_PRESENT,
+    PG_LEVEL_4K,
+    ROOT_LEVEL,
+    SEPT_FREE,
+    SEPT_MAPPED,
+    SEPT_NL_MAPPED,
+    SEPT_PENDING,
+    SEPT_REMOVED,
+    entry_key,
+)
+from .td import (
+    OP_STATE_INITIALIZED,
+    OP_STATE_RUNNABLE,
+    TD_BLOCKED,
+    TD_HKID_ASSIGNED,
+    TD_KEYS_CONFIGURED,
+    TD_TEARDOWN,
+    Td,
+    TdVcpu,
+)
 
 
 @dataclass(slots=True)

@@ -34,6 +34,7 @@ ROOT_LEVEL = 4  # 4-level EPT
 
 
 def level_shift(level: int) -> int:
+    """Bits of gfn translated below an entry at `level` (PG_LEVEL_*)."""
     return 9 * (level - 1)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,6 +31,7 @@ class Variant:
     kind: str = "design"  # "design" or "mutant"
     reference: str = ""  # the patch / thread / commit it models
     catches: tuple[str, ...] = ()  # for mutants: invariants expected to catch it
+    source: str = ""  # file a user variant was loaded from (recorded in traces for replay)
 
     def build_ops(self) -> SimpleNamespace:
         from ..kvm.x86_ops import HOOKS, default_ops
@@ -84,6 +85,8 @@ def load_variant_file(path: Path) -> Variant:
     v = getattr(mod, "VARIANT", None)
     if not isinstance(v, Variant):
         raise VariantError(f"{path}: defines no VARIANT = septlab.variants.Variant(...)")
+    v = replace(v, source=str(path.resolve()))
+    v.build_ops()  # reject unknown hooks now, with the file's name
     registry()[v.name] = v
     return v
 

@@ -8,8 +8,9 @@ tdx_pamt_get()/tdx_pamt_put() are on hosts without the feature.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generator
+from typing import TYPE_CHECKING
 
 from ..host.locks import SpinLock, might_lock, spin_lock, spin_unlock
 from ..host.page_alloc import CACHED, PAMT, TD_CONTROL, alloc_page, free_page, leak_page, set_owner

@@ -9,7 +9,8 @@ MODEL: register layouts and extended error outputs are reduced to what KVM inspe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generator
+from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 from ..host.task import OP_SEAMCALL, Op
 from ..tdx_module import errno as E
@@ -25,6 +26,10 @@ def _done(host: "Host", leaf: int, inj: object, pages: tuple[int, ...], err: int
     if inj is not None and not E.tdx_operand_busy(inj):  # BUSY is always handled; others explain WARNs
         host.faults_injected += 1
     host.probe.seamcall(leaf, err, inj is not None, pages)
+    if host.history is not None:
+        res = "injected " + E.err_name(err) if inj is not None else (E.err_name(err) if err else "ok")
+        for p in pages:
+            host.page_event(p, f"{E.leaf_name(leaf)}: {res}")
     return err
 
 

@@ -1,8 +1,8 @@
 """bug-pamt-put-missing: the error path of tdx_sept_map_leaf_spte() returns without tdx_pamt_put()."""
 
 from ...kvm.kvm_host import TD_STATE_RUNNABLE
-from ...kvm.tdx import EBUSY, EIO, TDX_BUG_ON, running_vcpu
 from ...kvm.spte import spte_to_pfn
+from ...kvm.tdx import EBUSY, EIO, TDX_BUG_ON, running_vcpu
 from ...tdx_module import errno as E
 from ...virt import seamcall as S
 from ...virt.dpamt import tdx_pamt_get
