@@ -230,14 +230,16 @@ def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int,
     t = Table(title=f"septlab compare: scenario {scn.name}, {schedules} schedules each, seeds {seed}..{seed + schedules - 1}")
     for col, just in (("variant", "left"), ("DPAMT", "center"), ("violations (schedules)", "left"),
                       ("peak pages", "right"), ("S-EPT page-steps retained", "right"), ("…in grace periods", "right"),
-                      ("RCU cbs", "right"), ("PAMT add/rm", "right"), ("SEAMCALLs", "right")):
+                      ("RCU cbs", "right"), ("PAMT add/rm", "right"), ("peak PAMT refs", "right"),
+                      ("SEAMCALLs", "right")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in rows:
         m = r["metrics"]
         viol = ", ".join(f"{k} {v}" for k, v in r["violations"].items() if v) or "[green]none[/green]"
         t.add_row(r["variant"], "on" if r["dpamt"] else "off", viol if "none" in viol else f"[red]{viol}[/red]",
                   str(m["peak_pages"]), str(m["retained_page_steps"]), str(m["retained_page_gps"]),
-                  str(m["rcu_callbacks"]), f"{m['pamt_add']}/{m['pamt_remove']}", str(sum(m["seamcalls"].values())))
+                  str(m["rcu_callbacks"]), f"{m['pamt_add']}/{m['pamt_remove']}", str(m["peak_pamt_refs"]),
+                  str(sum(m["seamcalls"].values())))
     out.print(t)
     out.print(_verdict(rows))
     if json_out:

@@ -101,6 +101,8 @@ class Checker(Probe):
         self.stop_on_fatal = stop_on_fatal
         self._reclaimed_at: dict[int, tuple[int, int]] = {}
         self._touched: dict[str, list[tuple[Any, int]]] = {}
+        self._pamt_refs: dict[int, int] = {}
+        self._pamt_total = 0
 
     def attach(self, world: "World") -> None:
         self.world = world
@@ -242,6 +244,12 @@ class Checker(Probe):
                          sept_state=SEPT_NAMES.get(st, str(st)))
 
     # --- RCU / metrics -------------------------------------------------------------------------------
+    def pamt_refcount(self, region: int, value: int) -> None:
+        self._pamt_total += value - self._pamt_refs.get(region, 0)
+        self._pamt_refs[region] = value
+        if self._pamt_total > self.metrics.peak_pamt_refs:
+            self.metrics.peak_pamt_refs = self._pamt_total
+
     def rcu_callback(self) -> None:
         self.metrics.rcu_callbacks += 1
 

@@ -30,6 +30,7 @@ class Metrics:
     grace_periods: int = 0
     pamt_add: int = 0
     pamt_remove: int = 0
+    peak_pamt_refs: int = 0  # 4K pages holding a DPAMT reference at once (speculative PAMT shows here)
     leaked_pages: int = 0
     leak_reasons: dict[str, int] = field(default_factory=dict)
     series: list[tuple[int, int]] = field(default_factory=list)  # (step, host pages in use)
@@ -72,6 +73,7 @@ class Metrics:
             "grace_periods": self.grace_periods,
             "pamt_add": self.pamt_add,
             "pamt_remove": self.pamt_remove,
+            "peak_pamt_refs": self.peak_pamt_refs,
             "leaked_pages": self.leaked_pages,
             "leak_reasons": dict(sorted(self.leak_reasons.items())),
         }
