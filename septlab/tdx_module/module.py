@@ -30,6 +30,7 @@ from .sept import (
 from .td import (
     OP_STATE_INITIALIZED,
     OP_STATE_RUNNABLE,
+    OP_STATE_UNINITIALIZED,
     TD_BLOCKED,
     TD_HKID_ASSIGNED,
     TD_KEYS_CONFIGURED,
@@ -61,12 +62,15 @@ class TdxModule:
         return self.tds.get(tdr)
 
     @staticmethod
-    def _sept_ready(td: Td | None) -> int:
-        """check_td_in_correct_build_state(): S-EPT leaves need lifecycle TD_KEYS_CONFIGURED."""
+    def _sept_ready(td: Td | None, initialized: bool = False) -> int:
+        """check_td_in_correct_build_state(): lifecycle TD_KEYS_CONFIGURED and, for leaves that need
+        the TDCS (S-EPT root, vCPUs), op_state past TDH.MNG.INIT."""
         if td is None:
             return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_TDR
         if td.lifecycle != TD_KEYS_CONFIGURED:
             return E.TDX_TD_KEYS_NOT_CONFIGURED
+        if initialized and td.op_state == OP_STATE_UNINITIALIZED:
+            return E.TDX_OP_STATE_INCORRECT
         return E.TDX_SUCCESS
 
     @staticmethod
@@ -127,7 +131,7 @@ class TdxModule:
     def tdh_vp_create(self, tdr: int, tdvpr: int) -> int:
         """TDH.VP.CREATE: TDVPR page becomes PT_TDVPR owned by the TD."""
         td = self._td(tdr)
-        err = self._sept_ready(td) or self._gift_check(tdvpr)
+        err = self._sept_ready(td, initialized=True) or self._gift_check(tdvpr)
         if err:
             return err
         self.pamt.assign(tdvpr, PT_TDVPR, tdr)
@@ -151,7 +155,7 @@ class TdxModule:
         """TDH.VP.INIT: vCPU initialised and associated with the current CPU."""
         tdr = self.tdvpr_to_tdr.get(tdvpr)
         td = self._td(tdr) if tdr is not None else None
-        err = self._sept_ready(td)
+        err = self._sept_ready(td, initialized=True)
         if err:
             return err
         vp = td.vcpus[tdvpr]
@@ -173,10 +177,12 @@ class TdxModule:
     def tdh_vp_enter(self, tdvpr: int) -> int:
         """TDH.VP.ENTER (epoch part only): the vCPU runs in the current TLB epoch until it exits."""
         td = self._td(self.tdvpr_to_tdr.get(tdvpr, -1))
-        err = self._sept_ready(td)
+        err = self._sept_ready(td, initialized=True)
         if err:
             return err
         vp = td.vcpus[tdvpr]
+        if not vp.initialized or vp.in_guest_epoch >= 0:
+            return E.TDX_OP_STATE_INCORRECT
         vp.associated = True
         vp.in_guest_epoch = td.td_epoch
         td.epoch_refcount[td.td_epoch & 1] += 1
@@ -194,7 +200,7 @@ class TdxModule:
     def tdh_mem_sept_add(self, tdr: int, gfn: int, level: int, page: int) -> int:
         """TDH.MEM.SEPT.ADD: link a new S-EPT page below the entry at `level` (entry -> NL_MAPPED)."""
         td = self._td(tdr)
-        err = self._sept_ready(td)
+        err = self._sept_ready(td, initialized=True)
         if err:
             return err
         if level <= PG_LEVEL_4K or not self._walk_ok(td, gfn, level):
@@ -213,7 +219,7 @@ class TdxModule:
 
     def _map_leaf(self, tdr: int, gfn: int, level: int, page: int, runnable: bool, state: int) -> int:
         td = self._td(tdr)
-        err = self._sept_ready(td)
+        err = self._sept_ready(td, initialized=True)
         if err:
             return err
         if (td.op_state == OP_STATE_RUNNABLE) != runnable:
@@ -221,7 +227,8 @@ class TdxModule:
         if level != PG_LEVEL_4K or not self._walk_ok(td, gfn, level):
             return E.TDX_EPT_WALK_FAILED
         key = entry_key(level, gfn)
-        if td.sept_state.get(key, SEPT_FREE) not in (SEPT_FREE, SEPT_REMOVED):
+        allowed = (SEPT_FREE, SEPT_REMOVED) if runnable else (SEPT_FREE,)  # a.5: AUG also from REMOVED
+        if td.sept_state.get(key, SEPT_FREE) not in allowed:
             return E.TDX_EPT_ENTRY_STATE_INCORRECT | E.TDX_OPERAND_ID_SEPT
         err = self._gift_check(page)
         if err:
@@ -243,7 +250,7 @@ class TdxModule:
     def tdh_mem_range_block(self, tdr: int, gfn: int, level: int) -> int:
         """TDH.MEM.RANGE.BLOCK: block the entry and record the blocking epoch."""
         td = self._td(tdr)
-        err = self._sept_ready(td)
+        err = self._sept_ready(td, initialized=True)
         if err:
             return err
         if not self._walk_ok(td, gfn, level):
@@ -262,7 +269,7 @@ class TdxModule:
     def tdh_mem_track(self, tdr: int) -> int:
         """TDH.MEM.TRACK: advance the TD epoch; busy while vCPUs still run in the previous one."""
         td = self._td(tdr)
-        err = self._sept_ready(td)
+        err = self._sept_ready(td, initialized=True)
         if err:
             return err
         if td.epoch_refcount[(td.td_epoch - 1) & 1]:
@@ -273,14 +280,14 @@ class TdxModule:
     def tdh_mem_page_remove(self, tdr: int, gfn: int, level: int) -> tuple[int, int]:
         """TDH.MEM.PAGE.REMOVE: unmap a leaf; a runnable TD needs it blocked and TLB-tracked first."""
         td = self._td(tdr)
-        err = self._sept_ready(td)
+        err = self._sept_ready(td, initialized=True)
         if err:
             return err, -1
-        if level != PG_LEVEL_4K or not self._walk_ok(td, gfn, level):
+        if not self._walk_ok(td, gfn, level):
             return E.TDX_EPT_WALK_FAILED, -1
         key = entry_key(level, gfn)
         st = td.sept_state.get(key, SEPT_FREE)
-        if st not in LEAF_PRESENT:
+        if level != PG_LEVEL_4K or st not in LEAF_PRESENT:
             return E.TDX_EPT_ENTRY_STATE_INCORRECT | E.TDX_OPERAND_ID_SEPT, -1
         if td.op_state == OP_STATE_RUNNABLE:
             if st not in BLOCKED_STATES:
