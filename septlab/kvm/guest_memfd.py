@@ -49,7 +49,9 @@ def kvm_mmu_invalidate_range(kvm: "Kvm", start: int, end: int, to_shared: bool) 
 def kvm_gmem_truncate(kvm: "Kvm", start: int, end: int) -> None:
     """truncate_inode_pages_range(): free the private folios of [start, end).
 
-    MODEL: a page the TDX glue had to leak (removal failed) keeps an elevated refcount and is not freed.
+    MODEL: a page the TDX glue had to leak (removal failed) is not freed -- E1 behaviour (pinned pages).
+    Since ce7b5695397b (v6.19) the kernel frees the folio anyway after TDX_BUG_ON; the model keeps the
+    E1 rule because removal only fails here on injected non-BUSY errors (docs/fidelity-review.md #4).
     """
     host = kvm.host
     for gfn in range(start, end):

@@ -159,7 +159,11 @@ def __tdp_mmu_set_spte_atomic(kvm: "Kvm", it: TdpIter, new_spte: int) -> Gen:
         if not (yield from tdp_cmpxchg_spte(host, sp, idx, it.old_spte, FROZEN_SPTE)):
             it.old_spte = sp.sptes[idx]
             return EBUSY
-        ret = yield from kvm.ops.set_external_spte(kvm, it.gfn, it.old_spte, new_spte, it.level)
+        # MODEL: E3 routes this through __handle_changed_spte() inside the frozen window; only
+        # to-present changes reach the hook here, atomic zaps propagate in handle_changed_spte().
+        ret = 0
+        if is_shadow_present_pte(new_spte):
+            ret = yield from kvm.ops.set_external_spte(kvm, it.gfn, it.old_spte, new_spte, it.level)
         tdp_write_spte(host, sp, idx, it.old_spte if ret else new_spte)
         return ret
     if not (yield from tdp_cmpxchg_spte(host, sp, idx, it.old_spte, new_spte)):
@@ -423,6 +427,11 @@ def tdp_mmu_zap_root(kvm: "Kvm", root: KvmMmuPage, shared: bool) -> Gen:
     host = kvm.host
     rcu_read_lock(host)
     for l3 in [kvm.sp_by_spt[spte_to_pfn(s)] for s in root.sptes if is_shadow_present_pte(s)]:
+        # tdp_mmu_iter_cond_resched(): leave the RCU read-side section between 1G tables so grace
+        # periods (and RCU-deferred frees) can progress during a long zap. MODEL: mmu_lock stays held.
+        rcu_read_unlock(host)
+        yield Op(OP_RUN, ("sp", l3.sp_id), "tdp_mmu_iter_cond_resched")
+        rcu_read_lock(host)
         for i in range(SPTE_ENT_PER_PAGE):
             if is_shadow_present_pte(l3.sptes[i]):
                 yield from tdp_mmu_zap_spte(kvm, TdpIter(l3, i, l3.level, sp_entry_gfn(l3, i), l3.sptes[i]), shared)

@@ -101,6 +101,12 @@ def tdx_pamt_put(host: "Host", pfn: int) -> Generator[Op, object, None]:
         host.probe.pamt_refcount(region, cur - 1)
         return
     yield from spin_lock(host, th.pamt_lock)
+    cur = refs.get(region, 0)
+    if cur > 1:  # lost a race with tdx_pamt_get()'s lockless increment: not the last reference now
+        refs[region] = cur - 1
+        spin_unlock(host, th.pamt_lock)
+        host.probe.pamt_refcount(region, cur - 1)
+        return
     refs[region] = 0
     err, pages = yield from tdh_phymem_pamt_remove(host, region)
     if err:

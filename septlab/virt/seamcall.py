@@ -88,7 +88,7 @@ def tdh_mr_finalize(host: "Host", tdr: int) -> Gen:
 
 def tdh_mem_sept_add(host: "Host", tdr: int, gfn: int, level: int, page: int) -> Gen:
     """tdh_mem_sept_add(): TDH.MEM.SEPT.ADD of `page` under the entry at (gfn, level)."""
-    inj = yield from _seamcall(host, E.TDH_MEM_SEPT_ADD, ("sept", tdr, level, gfn >> (9 * (level - 1))))
+    inj = yield from _seamcall(host, E.TDH_MEM_SEPT_ADD, ("sept", tdr, level, gfn))
     return _done(host, E.TDH_MEM_SEPT_ADD, inj, (page,), inj or host.seam.tdh_mem_sept_add(tdr, gfn, level, page))
 
 

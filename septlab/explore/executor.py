@@ -1,0 +1,120 @@
+"""A world under step-by-step control, for explorers that choose every transition themselves.
+
+A transition is (thread index, injected error or None). Executing one appends the same (n, i)
+choices the random runtime would record, so any path found here replays with `septlab replay`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..check.invariants import Checker
+from ..explore.runtime import Stop, op_enabled
+from ..host.task import OP_SEAMCALL
+from ..scenarios import Scenario
+from ..scenarios.world import World, build_world
+from ..variants import Variant
+from .state import fingerprint, world_state
+
+Transition = tuple[int, int]  # (thread index, injected error code or 0)
+
+
+@dataclass
+class StepInfo:
+    """What the last executed step was, for coverage and reports."""
+
+    tid: int
+    what: str
+    leaf: int
+
+
+class Executor:
+    def __init__(self, scn: Scenario, variant: Variant, dpamt: bool, history: bool = False):
+        self.scn = scn
+        self.variant = variant
+        self.dpamt = dpamt
+        self.history = history
+        self.faults = scn.faults
+        self.steps_executed = 0  # across resets (the explorer's real cost)
+        self.reset()
+
+    def reset(self) -> None:
+        self.checker = Checker(stop_on_fatal=True)
+        self.world: World = build_world(self.scn, self.variant, self.dpamt, self.checker, self.history)
+        self.checker.attach(self.world)
+        self.threads = self.world.threads
+        self.host = self.world.host
+        self.choices: list[tuple[int, int]] = []
+        self.step = 0
+        self.stopped = False
+        self.crash = ""
+        self.log: list[tuple[int, str, str]] = []
+        host = self.host
+        for t in self.threads:
+            host.current = t.task
+            t.op = next(t.gen)
+
+    # --- the state ---------------------------------------------------------------------------------
+    def enabled(self) -> list[int]:
+        return [i for i, t in enumerate(self.threads) if not t.done and op_enabled(t.op)]
+
+    def transitions(self) -> list[Transition]:
+        out: list[Transition] = []
+        for i in self.enabled():
+            op = self.threads[i].op
+            out.append((i, 0))
+            if op.kind == OP_SEAMCALL and not op.nofail:
+                for f in self.faults.get(op.leaf, ()):
+                    out.append((i, f))
+        return out
+
+    def finished(self) -> bool:
+        """All non-daemon tasks done (or nothing can run: a deadlock the checker reports)."""
+        return all(t.done or t.task.daemon for t in self.threads) and not any(
+            not t.done and op_enabled(t.op) for t in self.threads)
+
+    def state(self) -> tuple:
+        return world_state(self.world, self.threads, self.checker)
+
+    def fingerprint(self) -> int:
+        return fingerprint(self.state())
+
+    @property
+    def violations(self) -> list[Any]:
+        return self.checker.violations
+
+    # --- stepping ----------------------------------------------------------------------------------
+    def execute(self, tr: Transition) -> StepInfo:
+        tid, inj = tr
+        en = self.enabled()
+        t = self.threads[tid]
+        op = t.op
+        if len(en) > 1:
+            self.choices.append((len(en), en.index(tid)))
+        if op.kind == OP_SEAMCALL and not op.nofail:
+            opts = self.faults.get(op.leaf)
+            if opts:
+                self.choices.append((len(opts) + 1, opts.index(inj) + 1 if inj else 0))
+        host = self.host
+        host.current = t.task
+        host.clock = self.step
+        if self.history:
+            self.log.append((self.step, t.task.name, op.what or repr(op)))
+        self.step += 1
+        self.steps_executed += 1
+        info = StepInfo(tid, op.what, op.leaf if op.kind == OP_SEAMCALL else -1)
+        try:
+            t.op = t.gen.send(inj or None)
+        except StopIteration:
+            t.done = True
+            t.task.done = True
+        except Stop:
+            self.stopped = True
+        return info
+
+    def finish(self) -> None:
+        """End-of-run invariants once nothing can run (leaks, PAMT balance, deadlock)."""
+        blocked = [f"{t.task.name}: {t.op.what}" for t in self.threads if not t.done and not t.task.daemon]
+        status = "deadlock" if blocked else "done"
+        self.checker.finish(status, self.step, blocked)

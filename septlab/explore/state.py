@@ -1,0 +1,144 @@
+"""Canonical state of a running world: model data plus every task's position in its generator chain.
+
+Generators cannot be copied, so the exhaustive explorer re-executes choice prefixes and identifies
+states by this canonical form: a nested tuple of ints only (strings are CRC32'd, objects become ids),
+so its hash is stable across processes (checkpoints) and its 64-bit value is the fingerprint.
+Task positions are (code, f_lasti, canonical locals) for each frame of the yield-from chain; the step
+clock, histories and metrics are not state (two runs reaching the same data and positions at
+different steps are the same state).
+"""
+
+from __future__ import annotations
+
+import zlib
+from types import FunctionType, GeneratorType
+from typing import Any
+
+from ..host.task import Op, Task
+from ..kvm.kvm_host import Kvm, KvmTdx, KvmVcpu
+from ..kvm.mmu_page import KvmMmuPage
+from ..kvm.tdp_mmu import KvmPageFault, TdpIter
+
+_CODE: dict[int, int] = {}
+_STR: dict[str, int] = {}
+
+
+def _s(x: str) -> int:
+    v = _STR.get(x)
+    if v is None:
+        v = _STR[x] = zlib.crc32(x.encode())
+    return v
+
+
+def _code(code: Any) -> int:
+    v = _CODE.get(id(code))
+    if v is None:
+        v = _CODE[id(code)] = zlib.crc32(f"{code.co_filename.rsplit('septlab', 1)[-1]}:{code.co_qualname}".encode())
+    return v
+
+
+_OPAQUE = (Kvm, KvmTdx, Op)
+
+
+def canon(v: Any) -> Any:
+    """Canonical, int-only form of a local variable's value."""
+    if v is None or isinstance(v, int):
+        return v
+    t = type(v)
+    if t is str:
+        return _s(v)
+    if t is tuple or t is list:
+        return tuple(canon(x) for x in v)
+    if t is KvmMmuPage:
+        return (1, v.sp_id)
+    if t is TdpIter:
+        return (2, v.sp.sp_id, v.idx, v.level, v.gfn, v.old_spte)
+    if t is KvmPageFault:
+        return (3, v.gfn, v.is_private, v.pfn, v.mmu_seq)
+    if t is KvmVcpu:
+        return (4, v.vcpu_id)
+    if t is GeneratorType:
+        return gen_position(v)
+    if t is FunctionType:
+        return (5, _code(v.__code__))
+    if t is dict:
+        return tuple(sorted((canon(k), canon(x)) for k, x in v.items()))
+    if t is float:
+        return (6, hash(v))
+    if t is Task:
+        return (7, _s(v.name))
+    if isinstance(v, _OPAQUE) or t.__module__.startswith(("septlab.host", "septlab.tdx_module", "septlab.virt",
+                                                            "septlab.scenarios", "septlab.variants", "types")):
+        return 0  # structural singletons of the world (host, module, caches, the scenario)
+    raise TypeError(f"septlab.explore.state: no canonical form for {t.__module__}.{t.__qualname__}")
+
+
+def gen_position(gen: GeneratorType) -> tuple:
+    out: list[Any] = []
+    while gen is not None:
+        fr = gen.gi_frame
+        if fr is None:
+            out.append(-1)
+            break
+        out.append(_code(gen.gi_code))
+        out.append(fr.f_lasti)
+        loc = fr.f_locals
+        out.append(tuple((_s(k), canon(x)) for k, x in loc.items() if k[0] != "_"))
+        gen = gen.gi_yieldfrom  # type: ignore[assignment]
+    return tuple(out)
+
+
+def _sp(sp: KvmMmuPage) -> tuple:
+    return (sp.sp_id, sp.spt, sp.level, sp.gfn, sp.is_mirror, sp.external_spt, sp.invalid, sp.root_count,
+            sp.is_root, sp.linked, sp.unlinked, sp.freed, tuple(sp.sptes))
+
+
+def world_state(world: Any, threads: list[Any], checker: Any) -> tuple:
+    """The canonical state tuple (full-state mode stores this; fingerprint mode stores its hash)."""
+    host = world.host
+    kvm: Kvm = world.kvm
+    pa = host.pages
+    rcu = host.rcu
+    seam = host.seam
+    th = host.tdx
+    names = {t.task.name: i for i, t in enumerate(threads)}
+    tasks = tuple((t.done, gen_position(t.gen) if not t.done else (), tuple(_s(c) for c in t.task.ctx),
+                   tuple((_s(n), _s(m)) for n, m in t.task.held), t.task.rcu_nesting, t.task.injected_error)
+                  for t in threads)
+    tds = tuple((tdr, td.hkid, td.lifecycle, td.op_state, td.child_count, td.td_epoch, tuple(td.epoch_refcount),
+                 td.wbcache_done,
+                 tuple((k, vp.initialized, vp.associated, vp.in_guest_epoch) for k, vp in sorted(td.vcpus.items())),
+                 tuple(sorted(td.sept_state.items())), tuple(sorted(td.sept_page.items())),
+                 tuple(sorted(td.sept_bepoch.items())))
+                for tdr, td in sorted(seam.tds.items()))
+    sps = tuple(_sp(sp) for _, sp in sorted(kvm.sp_by_spt.items()))
+    vcpus = tuple((tuple(v.mmu_shadow_page_cache.objects), tuple(v.mmu_external_spt_cache.objects),
+                   tuple(v.pamt_cache.pages), v.mirror_root.sp_id if v.mirror_root else -1,
+                   v.direct_root.sp_id if v.direct_root else -1, v.tdvpr, tuple(v.tdcx), v.in_guest,
+                   v.initialized, v.accesses_done) for v in kvm.vcpus)
+    t = kvm.tdx
+    touched = tuple(sorted((names.get(k, -1), tuple((sp.sp_id, i) for sp, i in v))
+                           for k, v in checker._touched.items()))
+    return (
+        tasks,
+        (tuple(pa.owner), tuple(pa.free_list)),
+        (rcu.gp_seq, tuple(sorted((names.get(k, -1), e) for k, e in rcu.readers.items())),
+         tuple((cb.seq, canon(cb.func), canon(cb.arg)) for cb in rcu.callbacks), rcu.queued, rcu.invoked),
+        tuple(sorted((_s(lk), tuple(sorted(_s(s) for s in u))) for lk, u in host.lockdep.usage.items())),
+        host.faults_injected,
+        (kvm.mmu_lock.readers, names.get(kvm.mmu_lock.writer or "", -1), names.get(th.pamt_lock.owner or "", -1)),
+        (tuple(sorted(seam.pamt.ptype.items())), tuple(sorted(seam.pamt.owner.items())),
+         tuple(sorted(seam.pamt.backing.items())), tds),
+        (tuple(sorted(th.pamt_refcounts.items())), th.hkids),
+        (t.tdr, tuple(t.tdcs), t.hkid, t.state, t.wait_for_sept_zap),
+        vcpus, sps,
+        tuple(r.sp_id for r in kvm.roots), tuple(r.sp_id for r in kvm.scheduled_to_zap),
+        (kvm.next_sp_id, kvm.tdp_mmu_pages, kvm.bugged, kvm.pre_fault_allowed, kvm.mmu_invalidate_seq,
+         kvm.mmu_invalidate_in_progress, tuple(sorted(kvm.shared_gfns)), tuple(sorted(kvm.gmem.items())), kvm.users),
+        touched,
+    )
+
+
+def fingerprint(state: tuple) -> int:
+    """64-bit fingerprint; tuples of ints hash identically in every process (no hash randomization)."""
+    return hash(state) & 0xFFFFFFFFFFFFFFFF
