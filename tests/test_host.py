@@ -97,9 +97,19 @@ def test_double_free_and_use_after_free_are_reported():
     assert [r[0] for r in rec.reports] == ["use-after-free", "double-free"]
 
 
-def test_allocator_reuses_the_last_freed_page_first():
+def test_allocator_reuses_the_lowest_free_page_first():
     host = Host()
-    a, b = alloc_page(host, GUEST), alloc_page(host, GUEST)
+    host.current = Task("vcpu0", "vcpu", cpu=1)
+    a, b, c = (alloc_page(host, GUEST) for _ in range(3))
+    assert (b, c) == (a + 1, a + 2)
+    free_page(host, c)
     free_page(host, a)
-    assert alloc_page(host, GUEST) == a
-    assert b == a + 1
+    assert alloc_page(host, GUEST) == a  # lowest first, whatever the order of frees
+    assert alloc_page(host, GUEST) == c
+    assert alloc_page(host, GUEST) == c + 1
+    host.current = Task("vcpu1", "vcpu", cpu=2)
+    d = alloc_page(host, GUEST)
+    assert d >> 24 == (a >> 24) + 1  # another CPU's list: its pfns don't depend on interleaving
+    free_page(host, c)  # freed back to the list it came from
+    host.current = Task("vcpu0", "vcpu", cpu=1)
+    assert alloc_page(host, GUEST) == c

@@ -101,6 +101,7 @@ class Checker(Probe):
         self.stop_on_fatal = stop_on_fatal
         self._reclaimed_at: dict[int, tuple[int, int]] = {}
         self._touched: dict[str, list[tuple[Any, int]]] = {}
+        self.last_seamcall: tuple[int, int, bool] | None = None
         self._pamt_refs: dict[int, int] = {}
         self._pamt_total = 0
 
@@ -121,7 +122,7 @@ class Checker(Probe):
             raise Stop(name)
 
     def _in_use(self) -> int:
-        return len(self.pages.owner) - self.pages.counts[FREE]
+        return self.pages.total - self.pages.counts[FREE]
 
     # --- page events ---------------------------------------------------------------------------------
     def page_alloc(self, pfn: int, owner: int) -> None:
@@ -163,6 +164,7 @@ class Checker(Probe):
 
     # --- SEAMCALLs -----------------------------------------------------------------------------------
     def seamcall(self, leaf: int, err: int, injected: bool, pages: tuple[int, ...]) -> None:
+        self.last_seamcall = (leaf, err, injected)
         self.metrics.count_seamcall(leaf, err, injected)
         st = self.pages.state
         for p in pages:
@@ -273,8 +275,7 @@ class Checker(Probe):
         # PAMT_4K pages backing a region that still has leaked TD pages are part of that deliberate
         # leak (their reference is never put); pamt-refcount below checks that the count is right.
         held = {p for r, pp in self.seam.pamt.backing.items() if th.pamt_refcounts.get(r, 0) > 0 for p in pp}
-        left = [(pages.base_pfn + i, o) for i, o in enumerate(pages.owner)
-                if o not in (FREE, LEAKED) and pages.base_pfn + i not in held]
+        left = [(p, o) for p, o in pages.pages() if o not in (FREE, LEAKED) and p not in held]
         if left:
             by: dict[str, int] = {}
             for _, o in left:

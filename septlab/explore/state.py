@@ -121,9 +121,12 @@ def world_state(world: Any, threads: list[Any], checker: Any) -> tuple:
                            for k, v in checker._touched.items()))
     return (
         tasks,
-        (tuple(pa.owner), tuple(pa.free_list)),
-        (rcu.gp_seq, tuple(sorted((names.get(k, -1), e) for k, e in rcu.readers.items())),
-         tuple((cb.seq, canon(cb.func), canon(cb.arg)) for cb in rcu.callbacks), rcu.queued, rcu.invoked),
+        tuple((c, tuple(lst.owner)) for c, lst in sorted(pa.lists.items())),  # free heaps follow from it
+        # Grace-period numbers only matter relative to each other: a reader blocks the current GP iff it
+        # entered before it; a callback needs two GP ends after it was queued (capped at 2).
+        (tuple(sorted((names.get(k, -1), e < rcu.gp_seq) for k, e in rcu.readers.items())),
+         tuple((min(2, rcu.gp_seq - cb.seq), canon(cb.func), canon(cb.arg)) for cb in rcu.callbacks),
+         rcu.queued, rcu.invoked),
         tuple(sorted((_s(lk), tuple(sorted(_s(s) for s in u))) for lk, u in host.lockdep.usage.items())),
         host.faults_injected,
         (kvm.mmu_lock.readers, names.get(kvm.mmu_lock.writer or "", -1), names.get(th.pamt_lock.owner or "", -1)),
@@ -133,7 +136,7 @@ def world_state(world: Any, threads: list[Any], checker: Any) -> tuple:
         (t.tdr, tuple(t.tdcs), t.hkid, t.state, t.wait_for_sept_zap),
         vcpus, sps,
         tuple(r.sp_id for r in kvm.roots), tuple(r.sp_id for r in kvm.scheduled_to_zap),
-        (kvm.next_sp_id, kvm.tdp_mmu_pages, kvm.bugged, kvm.pre_fault_allowed, kvm.mmu_invalidate_seq,
+        (tuple(sorted(kvm.sp_seq.items())), kvm.tdp_mmu_pages, kvm.bugged, kvm.pre_fault_allowed, kvm.mmu_invalidate_seq,
          kvm.mmu_invalidate_in_progress, tuple(sorted(kvm.shared_gfns)), tuple(sorted(kvm.gmem.items())), kvm.users),
         touched,
     )

@@ -1,7 +1,9 @@
 """The host page allocator: every 4 KiB page has an owner state, and optionally a history.
 
-Pages are handed out lowest-free-first from a LIFO free list, so a page freed too early is reused at
-once (the way a use-after-free turns into corruption in a real kernel). Owner states are what the host
+Pages are handed out lowest-free-pfn-first, so a page freed too early is soon reused (the way a
+use-after-free turns into corruption in a real kernel), and the allocator's state is just which pages
+are free -- not the order they were freed in, which would make every interleaving of two frees a
+different state for the exhaustive explorer. Owner states are what the host
 believes the page is for; whether the TDX module owns it is the module's PAMT, kept separately. The
 KASAN model lives here too: an access to a free page is reported with the page's allocation and free
 records, like generic KASAN's alloc/free stacks. Per-page state is one small int in a list indexed by
@@ -10,6 +12,7 @@ pfn; the history (events with call chains) is optional and off on big runs.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,40 +39,71 @@ class PageEvent:
     chain: tuple[str, ...]
 
 
+PCP_SHIFT = 24  # each CPU's pages live in their own 2^24-page (64 GiB) pfn range
+
+
+@dataclass(slots=True)
+class PcpList:
+    """One CPU's pages: owner state by pfn - base, and its free pages (a heap, lowest first)."""
+
+    base: int
+    owner: list[int] = field(default_factory=list)
+    free: list[int] = field(default_factory=list)
+
+
 @dataclass(slots=True)
 class PageAllocator:
-    owner: list[int] = field(default_factory=list)
-    free_list: list[int] = field(default_factory=list)
+    """MODEL: per-CPU page lists (the kernel's pcp lists): a task allocates from, and frees back to,
+    its own pfn range, so which pfns a task gets does not depend on how tasks interleave -- only on
+    what that task did. Within a range the lowest free page is handed out first."""
+
+    lists: dict[int, PcpList] = field(default_factory=dict)
     counts: list[int] = field(default_factory=lambda: [0] * N_OWNERS)
-    base_pfn: int = 0x1000
+    total: int = 0  # pages ever handed out
+
+    def _list_of(self, pfn: int) -> PcpList | None:
+        return self.lists.get((pfn >> PCP_SHIFT) - 1)
 
     def _set(self, pfn: int, new: int) -> int:
-        i = pfn - self.base_pfn
-        old = self.owner[i]
-        self.owner[i] = new
+        lst = self.lists[(pfn >> PCP_SHIFT) - 1]
+        i = pfn - lst.base
+        old = lst.owner[i]
+        lst.owner[i] = new
         c = self.counts
         c[old] -= 1
         c[new] += 1
         return old
 
     def state(self, pfn: int) -> int:
-        i = pfn - self.base_pfn
-        return self.owner[i] if 0 <= i < len(self.owner) else FREE
+        lst = self._list_of(pfn)
+        if lst is None:
+            return FREE
+        i = pfn - lst.base
+        return lst.owner[i] if 0 <= i < len(lst.owner) else FREE
 
     def in_use(self) -> int:
-        return len(self.owner) - self.counts[FREE]
+        return self.total - self.counts[FREE]
+
+    def pages(self) -> list[tuple[int, int]]:
+        """(pfn, owner) of every page ever handed out, by pfn."""
+        return [(lst.base + i, o) for _, lst in sorted(self.lists.items()) for i, o in enumerate(lst.owner)]
 
 
 def alloc_page(host: "Host", owner: int) -> int:
-    """alloc_page(GFP_KERNEL_ACCOUNT): lowest recently freed page first, else a never-used one."""
+    """alloc_page(GFP_KERNEL_ACCOUNT): the lowest free page of this CPU's list, else a never-used one."""
     pa = host.pages
-    if pa.free_list:
-        pfn = pa.free_list.pop()
+    cpu = host.current.cpu
+    lst = pa.lists.get(cpu)
+    if lst is None:
+        lst = pa.lists[cpu] = PcpList((cpu + 1) << PCP_SHIFT)
+    if lst.free:
+        pfn = heapq.heappop(lst.free)
         pa._set(pfn, owner)
     else:
-        pfn = pa.base_pfn + len(pa.owner)
-        pa.owner.append(owner)
+        pfn = lst.base + len(lst.owner)
+        lst.owner.append(owner)
         pa.counts[owner] += 1
+        pa.total += 1
     if host.history is not None:
         host.page_event(pfn, f"allocated as {OWNER_NAMES[owner]}", "alloc")
     host.probe.page_alloc(pfn, owner)
@@ -85,7 +119,7 @@ def free_page(host: "Host", pfn: int) -> None:
         return
     host.probe.page_free(pfn, old)
     pa._set(pfn, FREE)
-    pa.free_list.append(pfn)
+    heapq.heappush(pa._list_of(pfn).free, pfn)  # type: ignore[union-attr]
     if host.history is not None:
         host.page_event(pfn, f"freed (was {OWNER_NAMES[old]})", "free")
 

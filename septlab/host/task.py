@@ -52,6 +52,7 @@ class Task:
     name: str
     kind: str
     daemon: bool = False
+    cpu: int = 0  # which per-CPU page list it allocates from (its index among the tasks)
     ctx: list[str] = field(default_factory=lambda: [CTX_PROCESS])
     held: list[tuple[str, str]] = field(default_factory=list)  # (lock name, mode)
     rcu_nesting: int = 0

@@ -68,7 +68,7 @@ class Kvm:
     roots: list[KvmMmuPage] = field(default_factory=list)
     scheduled_to_zap: list[KvmMmuPage] = field(default_factory=list)
     sp_by_spt: dict[int, KvmMmuPage] = field(default_factory=dict)
-    next_sp_id: int = 0
+    sp_seq: dict[int, int] = field(default_factory=dict)  # per-CPU sp numbering (interleaving-independent)
     tdp_mmu_pages: int = 0
     bugged: bool = False
     pre_fault_allowed: bool = False

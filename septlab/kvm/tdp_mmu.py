@@ -111,8 +111,10 @@ def tdp_mmu_alloc_sp(vcpu: "KvmVcpu") -> KvmMmuPage:
     kvm = vcpu.kvm
     spt = kvm_mmu_memory_cache_alloc(vcpu.mmu_shadow_page_cache)
     set_owner(kvm.host, spt, SPT, "sp->spt (tdp_mmu_alloc_sp)")
-    sp = KvmMmuPage(kvm.next_sp_id, spt, 0, 0, False)
-    kvm.next_sp_id += 1
+    cpu = kvm.host.current.cpu
+    n = kvm.sp_seq.get(cpu, 0)
+    kvm.sp_seq[cpu] = n + 1
+    sp = KvmMmuPage((cpu << 16) | n, spt, 0, 0, False)
     kvm.sp_by_spt[spt] = sp
     return sp
 

@@ -44,6 +44,7 @@ SCHEMA: dict[str, Any] = {
         "fault_rate": {"type": "number", "minimum": 0, "maximum": 1},
         "max_steps": {"type": "integer", "minimum": 1},
         "max_retries": {"type": "integer", "minimum": 1},
+        "check": {"type": "object", "description": "overrides for the small configuration `septlab check` explores"},
         "image": {"type": "array", "items": {
             "type": "object", "additionalProperties": False, "required": ["gfn"],
             "properties": {"gfn": GFN, "count": COUNT}}},
@@ -155,8 +156,10 @@ def builtin_descriptions() -> list[tuple[str, str]]:
     return out
 
 
-def load_scenario(spec: str, overrides: dict[str, str] | None = None) -> Scenario:
-    """Load a built-in by name or a YAML file by path; apply `--set` overrides; validate."""
+def load_scenario(spec: str, overrides: dict[str, str] | None = None, small: bool = False) -> Scenario:
+    """Load a built-in by name or a YAML file by path; apply `--set` overrides; validate.
+
+    small: apply the scenario's `check:` overrides (the configuration `septlab check` explores)."""
     path = BUILTIN_DIR / f"{spec}.yaml"
     if not path.is_file():
         path = Path(spec)
@@ -182,6 +185,11 @@ def load_scenario(spec: str, overrides: dict[str, str] | None = None) -> Scenari
         raise ScenarioError(f"{label}: YAML error: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{label}:1: top level must be a mapping with name and threads, got {type(data).__name__}")
+    small_cfg = data.pop("check", None)
+    if small and isinstance(small_cfg, dict):
+        data.update(small_cfg)
+    elif small_cfg is not None and not isinstance(small_cfg, dict):
+        raise ScenarioError(f"{label}:{_line_of(node, ['check'])}: check: must be a mapping of overrides")
     for k, v in (overrides or {}).items():
         try:
             data[k] = yaml.safe_load(v)

@@ -85,4 +85,6 @@ def build_world(scn: Scenario, variant: Variant, dpamt: bool, probe: Probe | Non
     kvm.users = scn.vcpus - len(unused) + zappers + 1  # vCPU fds in use, zappers, guest_memfd
     threads.append(Thread(Task("destroy", "destroy"), vm_teardown(kvm, 1)))
     threads.append(Thread(Task("rcu", "softirq", daemon=True), rcu_core(host)))
+    for i, t in enumerate(threads):
+        t.task.cpu = i
     return World(host, kvm, threads, scn, variant, dpamt)

@@ -1,0 +1,81 @@
+"""A set of 64-bit fingerprints in an open-addressing numpy table: 16 bytes per state at <= 50% load.
+
+Fingerprint mode may, with probability ~ n^2 / 2^65, merge two distinct states (as TLC and SPIN's
+hash-compact do); `--full-states` stores the canonical states instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EMPTY = np.uint64(0)
+
+
+class FingerprintSet:
+    def __init__(self, capacity: int = 1 << 16):
+        self.table = np.zeros(capacity, dtype=np.uint64)
+        self.mask = capacity - 1
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.table.nbytes)
+
+    def _grow(self) -> None:
+        old = self.table[self.table != EMPTY]
+        self.table = np.zeros(len(self.table) * 2, dtype=np.uint64)
+        self.mask = len(self.table) - 1
+        self.n = 0
+        for fp in old.tolist():
+            self.add(fp)
+
+    def add(self, fp: int) -> bool:
+        """Insert; False if it was already present. Fingerprint 0 is remapped (0 marks empty slots)."""
+        fp = fp or 1
+        t = self.table
+        i = fp & self.mask
+        while True:
+            v = int(t[i])
+            if v == 0:
+                t[i] = fp
+                self.n += 1
+                if self.n * 2 > len(t):
+                    self._grow()
+                return True
+            if v == fp:
+                return False
+            i = (i + 1) & self.mask
+
+    def __contains__(self, fp: int) -> bool:
+        fp = fp or 1
+        t = self.table
+        i = fp & self.mask
+        while True:
+            v = int(t[i])
+            if v == 0:
+                return False
+            if v == fp:
+                return True
+            i = (i + 1) & self.mask
+
+    def to_list(self) -> list[int]:
+        return self.table[self.table != EMPTY].tolist()
+
+
+class FullStateSet:
+    """Stores canonical states themselves (no hash-collision risk; far more memory)."""
+
+    def __init__(self) -> None:
+        self.s: set[tuple] = set()
+
+    def __len__(self) -> int:
+        return len(self.s)
+
+    def add(self, st: tuple) -> bool:
+        if st in self.s:
+            return False
+        self.s.add(st)
+        return True
