@@ -178,7 +178,7 @@ class Explorer:
 
     def _events_from(self) -> None:
         m = self.ex.checker.metrics
-        for k, v in m.injected.items():
+        for k in m.injected:
             self.cov.note_event(f"injected {k}")
         for k in m.leak_reasons:
             self.cov.note_event(f"leak: {k}")
