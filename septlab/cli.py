@@ -28,6 +28,7 @@ from .explore.driver import (
     trace_json,
     write_json_atomic,
 )
+from .explore.exhaustive import CheckpointError
 from .metrics.metrics import merge
 from .scenarios import ScenarioError, builtin_descriptions, load_scenario
 from .variants import VariantError, get_variant, registry
@@ -266,6 +267,134 @@ def _verdict(rows: list[dict[str, Any]]) -> str:
 
 
 @cli.command()
+@click.option("--scenario", "-s", required=True, help="Built-in name or YAML file; its small `check:` configuration "
+              "is used unless --full.")
+@click.option("--variant", "-v", required=True, help="Variant name or .py file.")
+@click.option("--dpamt", is_flag=True, help="Enable Dynamic PAMT.")
+@click.option("--exhaustive", is_flag=True, help="No preemption bound: explore every schedule (a proof when it completes).")
+@click.option("--strategy", type=click.Choice(["bfs", "dfs"]), default="bfs", show_default=True,
+              help="bfs: the first counterexample is a shortest one; dfs: faster, less memory.")
+@click.option("--max-steps", type=click.IntRange(1), help="Depth bound in steps (bounded: not a proof).")
+@click.option("--preemptions", type=click.IntRange(0), help="CHESS preemption bound (default 2 without --exhaustive).")
+@click.option("--por", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="Partial-order reduction (sleep sets over certified-independent steps).")
+@click.option("--full", is_flag=True, help="Explore the scenario as written, not its small check configuration.")
+@click.option("--full-states", is_flag=True, help="Store canonical states instead of 64-bit fingerprints.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a top-level scenario key.")
+@click.option("--time-limit", type=click.FloatRange(0, min_open=True), help="Stop after this many seconds (bounded).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="Write a checkpoint here periodically.")
+@click.option("--checkpoint-every", default=30.0, show_default=True, type=click.FloatRange(0.01), help="Seconds between checkpoints.")
+@click.option("--resume", is_flag=True, help="Continue from --checkpoint.")
+@click.option("--coverage", "show_coverage", is_flag=True, help="Print what the search reached (SEAMCALL x entry state, steps, events).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
+@click.option("--trace-dir", default="septlab-traces", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: str, max_steps: int | None,
+          preemptions: int | None, por: str, full: bool, full_states: bool, sets: tuple[str, ...],
+          time_limit: float | None, checkpoint: Path | None, checkpoint_every: float, resume: bool,
+          show_coverage: bool, json_out: Path | None, trace_dir: Path) -> None:
+    """Explore every schedule of a small configuration: thread order, injected SEAMCALL failures and
+    grace-period ends. Exit 0 if nothing is violated in the explored space, 1 with a (shortest)
+    counterexample, 2 on bad input. Say --exhaustive for a proof; otherwise preemptions are bounded."""
+    from .check.timeline import render_timeline, task_names
+    from .explore.exhaustive import CheckOptions, run_check
+
+    ov = _parse_set(sets)
+    scn = load_scenario(scenario, ov, small=not full)
+    var = get_variant(variant)
+    if resume and not checkpoint:
+        raise BadInput("--resume needs --checkpoint FILE")
+    if preemptions is None and not exhaustive:
+        preemptions = 2
+    opts = CheckOptions(strategy=strategy, por=por == "on", max_depth=max_steps, preemptions=preemptions,
+                        full_states=full_states, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                        resume=resume, time_limit=time_limit)
+    cfg = "as written" if full else ("small configuration" if "check" in scn.data or not full else "")
+    err.print(f"septlab check: scenario {scn.name} ({cfg}), variant {var.name}, DPAMT {'on' if dpamt else 'off'}; "
+              f"{strategy.upper()}, POR {por}, preemptions {'unbounded' if preemptions is None else preemptions}, "
+              f"depth {'unbounded' if max_steps is None else max_steps}, "
+              f"{'full states' if full_states else '64-bit fingerprints'}")
+    prog = Progress(TextColumn("[bold]exploring"), TextColumn("{task.fields[states]:>9,} states"),
+                    TextColumn("{task.fields[rate]:>7,.0f} states/s"), TextColumn("frontier {task.fields[frontier]:,}"),
+                    TextColumn("depth {task.fields[depth]}"), TimeElapsedColumn(), console=err, transient=True,
+                    disable=not err.is_terminal)
+    with prog:
+        tid = prog.add_task("x", total=None, states=0, rate=0.0, frontier=0, depth=0)
+        opts.progress = lambda st: prog.update(tid, states=st.states, rate=st.states_per_s, frontier=st.frontier,
+                                               depth=st.max_depth)
+        res = run_check(scn, var, dpamt, opts)
+    st = res.stats
+    t = Table(title=f"septlab check: {scn.name} / {var.name} / DPAMT {'on' if dpamt else 'off'}", show_header=False)
+    t.add_column("k")
+    t.add_column("v", justify="right")
+    rows = [("distinct states", f"{st.states:,}"), ("transitions", f"{st.transitions:,}"),
+            ("revisits (state caching)", f"{st.revisits:,}"),
+            ("pruned by reduction", f"{st.sleep_pruned:,} transitions (POR)" + (
+                f", {st.preemption_pruned:,} (preemption bound)" if st.preemption_pruned else "")),
+            ("max depth", f"{st.max_depth:,} transitions"), ("terminal states", f"{st.terminal:,}"),
+            ("states/s", f"{st.states_per_s:,.0f}"), ("bytes/state", f"{res.bytes_per_state:.1f}"),
+            ("model steps executed", f"{st.steps_executed:,} (re-execution)"), ("elapsed", f"{st.elapsed:.1f} s")]
+    if st.resumed_from:
+        rows.append(("resumed from checkpoint at", f"{st.resumed_from:,} states"))
+    for k, v in rows:
+        t.add_row(k, v)
+    out.print(t)
+    trace_file = None
+    if res.violation is not None:
+        v = res.violation
+        full_run = run_schedule(scn, var, dpamt, 0, choices=res.choices, history=True)
+        header = trace_header(scn, var, dpamt, 0, scn.fault_rate, ov)
+        header["scenario_small"] = not full
+        trace_file = trace_dir / f"check-{scn.name}-{var.name}{'-dpamt' if dpamt else ''}.json"
+        write_json_atomic(trace_file, trace_json(header, full_run))
+        cmd = f"septlab replay {trace_file}"
+        kind = "shortest (BFS)" if strategy == "bfs" else "first found (DFS)"
+        out.print(f"\ncounterexample: {len(res.path)} transitions, {full_run.steps} steps, {kind}", markup=False)
+        w = full_run.world
+        vv = full_run.violations[0] if full_run.violations else v
+        out.print(render_timeline(full_run.log or [], task_names(w), vv.step), markup=False)  # type: ignore[arg-type]
+        out.print(render(vv, w.host, None, cmd,  # type: ignore[union-attr]
+                         f"scenario {scn.name}  variant {var.name}  DPAMT {'on' if dpamt else 'off'}  explorer "
+                         f"check/{strategy}  states {st.states:,}"), markup=False)
+        out.print(f"result: invariant '{v.invariant}' violated; replay: {cmd}", markup=False)
+    elif res.complete:
+        out.print(f"result: complete: every invariant holds in all {st.states:,} reachable states")
+    else:
+        out.print(f"result: bounded ({', '.join(res.bounded_by)}): not a proof; no violation in {st.states:,} states")
+    if show_coverage:
+        _print_coverage(res.coverage)
+    if json_out:
+        write_json_atomic(json_out, {
+            "scenario": scn.name, "small_configuration": not full, "variant": var.name, "dpamt": dpamt,
+            "strategy": strategy, "por": por == "on", "preemptions": preemptions, "max_steps": max_steps,
+            "complete": res.complete, "bounded_by": res.bounded_by,
+            "stats": {"states": st.states, "transitions": st.transitions, "revisits": st.revisits,
+                      "pruned_by_por": st.sleep_pruned, "pruned_by_preemption_bound": st.preemption_pruned,
+                      "max_depth": st.max_depth, "terminal": st.terminal, "states_per_s": round(st.states_per_s, 1),
+                      "bytes_per_state": round(res.bytes_per_state, 1), "elapsed_s": round(st.elapsed, 3),
+                      "steps_executed": st.steps_executed},
+            "violation": res.violation.as_json() if res.violation else None,
+            "counterexample_transitions": len(res.path) if res.violation else None,
+            "trace": str(trace_file) if trace_file else None, "coverage": res.coverage})
+    sys.exit(1 if res.violation is not None else 0)
+
+
+def _print_coverage(cov: dict[str, Any]) -> None:
+    t = Table(title="coverage: SEAMCALL x S-EPT entry state x outcome")
+    for c in ("leaf", "entry state", "outcome", "count"):
+        t.add_column(c, justify="right" if c == "count" else "left")
+    for r in cov["seamcall_entry_state"]:
+        t.add_row(r["leaf"], r["entry_state"], r["outcome"], f"{r['count']:,}")
+    out.print(t)
+    from .tdx_module import errno as E
+
+    seen = {r["leaf"] for r in cov["seamcall_entry_state"]}
+    never = [n for n in E.LEAF_NAMES.values() if n not in seen and n not in ("TDH.MEM.PAGE.DEMOTE", "TDH.MR.EXTEND",
+                                                                             "TDH.MNG.INIT")]
+    out.print("SEAMCALLs never reached: " + (", ".join(never) or "none"), markup=False)
+    out.print("events reached: " + ", ".join(f"{k} ({v:,})" for k, v in cov["events"].items()), markup=False)
+
+
+@cli.command()
 def variants() -> None:
     """List designs and bug-* mutants with one-line descriptions."""
     t = Table(title="variants (add your own: --variant path/to/file.py, or the septlab.variants entry point)")
@@ -311,7 +440,7 @@ def main() -> None:
     except click.ClickException as e:
         err.print(f"septlab: error: {e.format_message()}", markup=False)
         sys.exit(2)
-    except (ScenarioError, VariantError, TraceError, BadInput) as e:
+    except (ScenarioError, VariantError, TraceError, BadInput, CheckpointError) as e:
         err.print(f"septlab: error: {e}", markup=False)
         sys.exit(2)
     except SystemExit:

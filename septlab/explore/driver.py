@@ -54,7 +54,7 @@ def run_schedule(scn: Scenario, variant: Variant, dpamt: bool, seed: int, *, fau
     checker.attach(world)
     rate = scn.fault_rate if fault_rate is None else fault_rate
     chooser = ReplayChooser(choices) if choices is not None else RandomChooser(seed, rate)
-    rt = Runtime(world.host, world.threads, chooser, scn.faults, scn.max_steps)
+    rt = Runtime(world.host, world.threads, chooser, scn.faults, scn.max_steps, scn.max_faults)
     if world.host.history is not None:
         rt.log = []
     out = rt.run()
@@ -119,7 +119,7 @@ def load_trace(path: Path) -> tuple[dict[str, Any], list[tuple[int, int]]]:
 def replay_trace(path: Path) -> tuple[dict[str, Any], RunResult]:
     data, choices = load_trace(path)
     overrides = {str(k): str(v) for k, v in (data.get("set") or {}).items()}
-    scn = load_scenario(data["scenario"], overrides)
+    scn = load_scenario(data["scenario"], overrides, small=bool(data.get("scenario_small", False)))
     if data.get("scenario_digest") and data["scenario_digest"] != scn.digest:
         raise TraceError(f"{path}: field 'scenario_digest': scenario {data['scenario']} changed since the "
                          "trace was recorded; the replay would not be the same run")

@@ -11,9 +11,11 @@ from typing import Any
 
 from ..check.invariants import Checker
 from ..explore.runtime import Stop, op_enabled
-from ..host.task import OP_SEAMCALL
+from ..host.task import OP_SEAMCALL, OP_WAIT
 from ..scenarios import Scenario
 from ..scenarios.world import World, build_world
+from ..tdx_module import errno as E
+from ..tdx_module.sept import SEPT_FREE, SEPT_NAMES, entry_key
 from ..variants import Variant
 from .state import fingerprint, world_state
 
@@ -64,10 +66,14 @@ class Executor:
         for i in self.enabled():
             op = self.threads[i].op
             out.append((i, 0))
-            if op.kind == OP_SEAMCALL and not op.nofail:
+            if op.kind == OP_SEAMCALL and not op.nofail and self._may_inject():
                 for f in self.faults.get(op.leaf, ()):
                     out.append((i, f))
         return out
+
+    def _may_inject(self) -> bool:
+        mf = self.scn.max_faults
+        return mf is None or self.host.injections < mf
 
     def finished(self) -> bool:
         """All non-daemon tasks done (or nothing can run: a deadlock the checker reports)."""
@@ -92,7 +98,7 @@ class Executor:
         op = t.op
         if len(en) > 1:
             self.choices.append((len(en), en.index(tid)))
-        if op.kind == OP_SEAMCALL and not op.nofail:
+        if op.kind == OP_SEAMCALL and not op.nofail and self._may_inject():
             opts = self.faults.get(op.leaf)
             if opts:
                 self.choices.append((len(opts) + 1, opts.index(inj) + 1 if inj else 0))
@@ -112,6 +118,51 @@ class Executor:
         except Stop:
             self.stopped = True
         return info
+
+    # --- explorer hooks (footprints, coverage) -------------------------------------------------------
+    def gp_transition(self) -> Transition | None:
+        """The RCU task's next step if it is a grace-period end (certified footprint: RCU state only)."""
+        for i, t in enumerate(self.threads):
+            if t.task.name == "rcu":
+                rcu = self.host.rcu
+                if not t.done and t.op.kind == OP_WAIT and rcu.has_work() and not rcu.cb_ready():
+                    return (i, 0)
+        return None
+
+    def step_info(self, tr: Transition, cov: Any) -> bool:
+        """Execute with coverage (SEAMCALL x entry state x outcome); True if RCU state was touched."""
+        t = self.threads[tr[0]]
+        op = t.op
+        before = self.host.rcu.touches
+        state_name = "-"
+        if op.kind == OP_SEAMCALL and isinstance(op.obj, tuple) and op.obj and op.obj[0] == "sept":
+            _, tdr, level, gfn = op.obj
+            td = self.host.seam.tds.get(tdr)
+            st = td.sept_state.get(entry_key(level, gfn), SEPT_FREE) if td else SEPT_FREE
+            state_name = f"L{level}:{SEPT_NAMES.get(st, st)}"
+        self.checker.last_seamcall = None
+        info = self.execute(tr)
+        cov.note_step(info.what)
+        if op.kind == OP_SEAMCALL and op.leaf > 0:
+            ls = self.checker.last_seamcall
+            if ls is not None:
+                outcome = ("injected " if ls[2] else "") + (E.ERROR_NAMES.get(E.status(ls[1]), "?") if ls[1] else "ok")
+                cov.note_seamcall(op.leaf, state_name, outcome)
+        return self.host.rcu.touches != before
+
+    def events(self) -> list[str]:
+        """Invariant-relevant events this run reached (for coverage)."""
+        m = self.checker.metrics
+        out = [f"injected {k}" for k in m.injected] + [f"leak: {k}" for k in m.leak_reasons]
+        if m.rcu_callbacks:
+            out.append("RCU callback ran")
+        if m.retained_page_steps:
+            out.append("reclaimed S-EPT page held before free")
+        if self.checker.expected:
+            out.append("kernel handled an injected failure (WARN/TDX_BUG_ON)")
+        if m.pamt_remove:
+            out.append("PAMT.REMOVE (region emptied)")
+        return out
 
     def finish(self) -> None:
         """End-of-run invariants once nothing can run (leaks, PAMT balance, deadlock)."""

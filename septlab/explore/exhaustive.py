@@ -28,10 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..host.task import OP_SEAMCALL, OP_WAIT
 from ..scenarios import Scenario
 from ..tdx_module import errno as E
-from ..tdx_module.sept import SEPT_FREE, SEPT_NAMES, entry_key
 from ..variants import Variant
 from .executor import Executor, Transition
 from .fpset import FingerprintSet, FullStateSet
@@ -91,6 +89,7 @@ class CheckResult:
     coverage: dict[str, Any] = field(default_factory=dict)
     bytes_per_state: float = 0.0
     visited_bytes: int = 0
+    found: dict[str, int] = field(default_factory=dict)
 
 
 class Coverage:
@@ -118,19 +117,21 @@ class Coverage:
 
 
 class Explorer:
-    def __init__(self, scn: Scenario, variant: Variant, dpamt: bool, opts: CheckOptions):
-        self.scn = scn
-        self.variant = variant
-        self.dpamt = dpamt
+    """Search over any executor with: reset(), transitions(), execute(tr), state(), finish(), stopped,
+    violations, steps_executed, step, choices, and the optional hooks gp_transition(), step_info(tr)
+    (coverage + "did this step touch RCU state") and events()."""
+
+    def __init__(self, ex: Any, opts: CheckOptions, header: dict[str, Any]):
         self.o = opts
-        self.ex = Executor(scn, variant, dpamt)
+        self.ex = ex
+        self.header = header
         self.stats = CheckStats()
         self.cov = Coverage()
         self.bounded: set[str] = set()
+        self.found: dict[str, int] = {}  # invariant -> violating states found (stop_at_first=False)
         self.visited: Any = FullStateSet() if opts.full_states else FingerprintSet()
         self.budget: dict[int, int] = {}  # fp -> most preemptions left when expanded (bounded mode)
         self.asleep: dict[int, bool] = {}  # fp -> expanded with the GP step asleep (POR)
-        self.rcu_tid = next(i for i, t in enumerate(self.ex.threads) if t.task.name == "rcu")
         self._last_ckpt = time.monotonic()
         self._t0 = 0.0
 
@@ -140,35 +141,16 @@ class Explorer:
         return st if self.o.full_states else fingerprint(st)
 
     def _gp_transition(self) -> Transition | None:
-        """The RCU task's next step if it is a grace-period end (certified footprint: RCU state only)."""
-        t = self.ex.threads[self.rcu_tid]
-        rcu = self.ex.host.rcu
-        if not t.done and t.op.kind == OP_WAIT and rcu.has_work() and not rcu.cb_ready():
-            return (self.rcu_tid, 0)
-        return None
+        f = getattr(self.ex, "gp_transition", None)
+        return f() if f else None
 
     def _step(self, tr: Transition) -> bool:
-        """Execute one transition with coverage; True if the RCU state was touched."""
-        ex = self.ex
-        t = ex.threads[tr[0]]
-        op = t.op
-        before = ex.host.rcu.touches
-        state_name = "-"
-        if op.kind == OP_SEAMCALL and isinstance(op.obj, tuple) and op.obj and op.obj[0] == "sept":
-            _, tdr, level, gfn = op.obj
-            td = ex.host.seam.tds.get(tdr)
-            st = td.sept_state.get(entry_key(level, gfn), SEPT_FREE) if td else SEPT_FREE
-            state_name = f"L{level}:{SEPT_NAMES.get(st, st)}"
-        ex.checker.last_seamcall = None
-        info = ex.execute(tr)
-        cov = self.cov
-        cov.note_step(info.what)
-        if op.kind == OP_SEAMCALL and op.leaf > 0:
-            ls = ex.checker.last_seamcall
-            if ls is not None:
-                outcome = ("injected " if ls[2] else "") + (E.ERROR_NAMES.get(E.status(ls[1]), "?") if ls[1] else "ok")
-                cov.note_seamcall(op.leaf, state_name, outcome)
-        return ex.host.rcu.touches != before
+        """Execute one transition; True if it may have touched RCU state (POR footprint)."""
+        f = getattr(self.ex, "step_info", None)
+        if f is None:
+            self.ex.execute(tr)
+            return True
+        return f(tr, self.cov)
 
     def _replay(self, path: list[Transition]) -> None:
         ex = self.ex
@@ -177,19 +159,19 @@ class Explorer:
             ex.execute(tr)
 
     def _events_from(self) -> None:
-        m = self.ex.checker.metrics
-        for k in m.injected:
-            self.cov.note_event(f"injected {k}")
-        for k in m.leak_reasons:
-            self.cov.note_event(f"leak: {k}")
-        if m.rcu_callbacks:
-            self.cov.note_event("RCU callback ran")
-        if m.retained_page_steps:
-            self.cov.note_event("reclaimed S-EPT page held across a grace period")
-        if self.ex.checker.expected:
-            self.cov.note_event("kernel handled an injected failure (WARN/TDX_BUG_ON)")
-        if m.pamt_remove:
-            self.cov.note_event("PAMT.REMOVE (region emptied)")
+        f = getattr(self.ex, "events", None)
+        for ev in (f() if f else ()):
+            self.cov.note_event(ev)
+
+    def _count_leaf(self) -> None:
+        """A terminal state is a state too (SPIN counts end states): count it once, never expand it."""
+        self.stats.terminal += 1
+        if self.visited.add(self._key()):
+            self.stats.states += 1
+
+    def _note_found(self) -> None:
+        for v in {x.invariant for x in self.ex.violations}:
+            self.found[v] = self.found.get(v, 0) + 1
 
     def _violation(self) -> Any:
         v = self.ex.violations
@@ -220,8 +202,10 @@ class Explorer:
 
             vb = sys.getsizeof(self.visited.s) + sum(sys.getsizeof(x) for x in list(self.visited.s)[:1000]) * max(1, len(self.visited) // 1000)
         vb += 48 * (len(self.budget) + len(self.asleep))
+        if self.o.strategy == "bfs" and hasattr(self, "bfs_parent"):
+            vb += 16 * len(self.bfs_parent)  # two list slots per state (ints and transitions are shared)
         return CheckResult(s, complete and not self.bounded, sorted(self.bounded), viol, path or [], choices,
-                           self.cov.as_json(), vb / max(1, s.states), vb)
+                           self.cov.as_json(), vb / max(1, s.states), vb, dict(self.found))
 
     # --- DFS -----------------------------------------------------------------------------------------
     def _admit(self, key: Any, pre_left: int, gp_asleep: bool) -> bool:
@@ -285,15 +269,18 @@ class Explorer:
                 self._events_from()
                 if o.stop_at_first:
                     return self._result(False, v, [n["chosen"] for n in stack])
+                self._note_found()
                 continue
             trs = ex.transitions()
             if not trs:
+                self._count_leaf()
                 ex.finish()
                 self._events_from()
-                self.stats.terminal += 1
                 v = self._violation()
-                if v is not None and o.stop_at_first:
-                    return self._result(False, v, [n["chosen"] for n in stack])
+                if v is not None:
+                    if o.stop_at_first:
+                        return self._result(False, v, [n["chosen"] for n in stack])
+                    self._note_found()
                 continue
             if o.max_depth is not None and ex.step >= o.max_depth:
                 self.stats.depth_pruned += 1
@@ -304,7 +291,7 @@ class Explorer:
             if o.por:
                 gp = node["gp"]
                 cand = set(node["sleep"]) | set(node["done"][:-1])
-                if gp is not None and gp in cand and tr[0] != self.rcu_tid and not touched_rcu:
+                if gp is not None and gp in cand and tr[0] != gp[0] and not touched_rcu:
                     sleep = frozenset({gp})
             pre_left = (o.preemptions - pre) if o.preemptions is not None else 0
             if not self._admit(self._key(), pre_left, bool(sleep)):
@@ -351,22 +338,36 @@ class Explorer:
         return None
 
     # --- BFS (shortest counterexample) -------------------------------------------------------------
+    def _path(self, node: int) -> list[Transition]:
+        out = []
+        while node > 0:
+            out.append(self.bfs_tr[node])
+            node = self.bfs_parent[node]
+        out.reverse()
+        return out
+
     def bfs(self) -> CheckResult:
+        """Level by level: the first violation found has a shortest path (fewest steps) to it.
+        The tree of visited states is kept as parent pointers (two list slots per state)."""
         o = self.o
         ex = self.ex
         self._t0 = time.monotonic()
+        intern: dict[Transition, Transition] = {}
         if o.resume and o.checkpoint and o.checkpoint.exists():
             frontier = self._load_checkpoint()
         else:
             ex.reset()
             self._admit(self._key(), 0, False)
-            frontier = deque([[]])
+            self.bfs_parent: list[int] = [-1]
+            self.bfs_tr: list[Transition] = [(-1, 0)]
+            frontier = deque([0])
         last_report = 0.0
         while frontier:
             if self._time_up():
                 self.bounded.add("time limit")
                 break
-            path = frontier.popleft()
+            node = frontier.popleft()
+            path = self._path(node)
             self._replay(path)
             trs = ex.transitions()
             for k, tr in enumerate(trs):
@@ -374,19 +375,20 @@ class Explorer:
                     self._replay(path)
                 self._step(tr)
                 self.stats.transitions += 1
-                newpath = path + [tr]
-                self.stats.max_depth = max(self.stats.max_depth, len(newpath))
+                depth = len(path) + 1
+                if depth > self.stats.max_depth:
+                    self.stats.max_depth = depth
                 v = self._violation()
                 if v is not None and ex.stopped:
                     self._events_from()
-                    return self._result(False, v, newpath)
+                    return self._result(False, v, path + [tr])
                 if not ex.transitions():
+                    self._count_leaf()
                     ex.finish()
                     self._events_from()
-                    self.stats.terminal += 1
                     v = self._violation()
                     if v is not None:
-                        return self._result(False, v, newpath)
+                        return self._result(False, v, path + [tr])
                     continue
                 if o.max_depth is not None and ex.step >= o.max_depth:
                     self.stats.depth_pruned += 1
@@ -394,7 +396,9 @@ class Explorer:
                     continue
                 if self.visited.add(self._key()):
                     self.stats.states += 1
-                    frontier.append(newpath)
+                    self.bfs_parent.append(node)
+                    self.bfs_tr.append(intern.setdefault(tr, tr))
+                    frontier.append(len(self.bfs_parent) - 1)
                 else:
                     self.stats.revisits += 1
             now = time.monotonic()
@@ -404,19 +408,21 @@ class Explorer:
             if o.checkpoint and now - self._last_ckpt > o.checkpoint_every:
                 self._save_checkpoint(frontier)
         self._progress(0)
+        if o.checkpoint and not self.bounded:
+            self._save_checkpoint(deque())
         return self._result(not self.bounded)
 
     # --- checkpoints -------------------------------------------------------------------------------
     def _header(self) -> dict[str, Any]:
         o = self.o
-        return {"format": CHECKPOINT_FORMAT, "scenario": self.scn.source, "digest": self.scn.digest,
-                "variant": self.variant.name, "dpamt": self.dpamt, "strategy": o.strategy, "por": o.por,
+        return {"format": CHECKPOINT_FORMAT, **self.header, "strategy": o.strategy, "por": o.por,
                 "max_depth": o.max_depth, "preemptions": o.preemptions, "full_states": o.full_states}
 
     def _save_checkpoint(self, frontier: Any) -> None:
         assert self.o.checkpoint is not None
         vis = self.visited.to_list() if isinstance(self.visited, FingerprintSet) else list(self.visited.s)
         blob = {"header": self._header(), "frontier": list(frontier) if self.o.strategy == "bfs" else frontier,
+                "bfs_tree": (self.bfs_parent, self.bfs_tr) if self.o.strategy == "bfs" else None,
                 "visited": vis, "budget": self.budget, "asleep": self.asleep, "stats": self.stats,
                 "bounded": sorted(self.bounded), "coverage": self.cov}
         path = self.o.checkpoint
@@ -449,9 +455,13 @@ class Explorer:
         self.cov = blob["coverage"]
         self._t0 = time.monotonic() - self.stats.elapsed
         fr = blob["frontier"]
-        return deque(fr) if self.o.strategy == "bfs" else fr
+        if self.o.strategy == "bfs":
+            self.bfs_parent, self.bfs_tr = blob["bfs_tree"]
+            return deque(fr)
+        return fr
 
 
 def run_check(scn: Scenario, variant: Variant, dpamt: bool, opts: CheckOptions) -> CheckResult:
-    ex = Explorer(scn, variant, dpamt, opts)
+    header = {"scenario": scn.source, "digest": scn.digest, "variant": variant.name, "dpamt": dpamt}
+    ex = Explorer(Executor(scn, variant, dpamt), opts, header)
     return ex.bfs() if opts.strategy == "bfs" else ex.dfs()

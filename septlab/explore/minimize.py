@@ -75,7 +75,7 @@ def run_with_deviations(scn: Scenario, variant: Variant, dpamt: bool, dev: dict[
     world = build_world(scn, variant, dpamt, checker, False)
     checker.attach(world)
     ch = DeviationChooser(dev)
-    rt = _Runtime(world.host, world.threads, ch, scn.faults, scn.max_steps)
+    rt = _Runtime(world.host, world.threads, ch, scn.faults, scn.max_steps, scn.max_faults)
     ch.runtime = rt
     out = rt.run()
     checker.finish(out.status, out.steps, out.blocked)

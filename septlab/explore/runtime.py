@@ -63,12 +63,14 @@ class Runtime:
     """Runs a set of threads over one Host until all non-daemon threads finish."""
 
     def __init__(self, host: Any, threads: list[Thread], chooser: Chooser,
-                 faults: dict[int, tuple[int, ...]] | None = None, max_steps: int = 1_000_000):
+                 faults: dict[int, tuple[int, ...]] | None = None, max_steps: int = 1_000_000,
+                 max_faults: int | None = None):
         self.host = host
         self.threads = threads
         self.chooser = chooser
         self.faults = faults or {}
         self.max_steps = max_steps
+        self.max_faults = max_faults
         self.choices: list[tuple[int, int]] = []
         self.step = 0
         self.log: list[tuple[int, str, str]] | None = None  # (step, task, what) when asked for
@@ -107,7 +109,8 @@ class Runtime:
                 t = enabled[self._choose("sched", len(enabled))] if len(enabled) > 1 else enabled[0]
                 op = t.op
                 inj = None
-                if op.kind == OP_SEAMCALL and not op.nofail:  # type: ignore[union-attr]
+                if op.kind == OP_SEAMCALL and not op.nofail and (  # type: ignore[union-attr]
+                        self.max_faults is None or host.injections < self.max_faults):
                     opts = faults.get(op.leaf)  # type: ignore[union-attr]
                     if opts:
                         k = self._choose("fault", len(opts) + 1)

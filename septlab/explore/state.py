@@ -128,7 +128,7 @@ def world_state(world: Any, threads: list[Any], checker: Any) -> tuple:
          tuple((min(2, rcu.gp_seq - cb.seq), canon(cb.func), canon(cb.arg)) for cb in rcu.callbacks),
          rcu.queued, rcu.invoked),
         tuple(sorted((_s(lk), tuple(sorted(_s(s) for s in u))) for lk, u in host.lockdep.usage.items())),
-        host.faults_injected,
+        (host.faults_injected, host.injections),
         (kvm.mmu_lock.readers, names.get(kvm.mmu_lock.writer or "", -1), names.get(th.pamt_lock.owner or "", -1)),
         (tuple(sorted(seam.pamt.ptype.items())), tuple(sorted(seam.pamt.owner.items())),
          tuple(sorted(seam.pamt.backing.items())), tds),

@@ -27,7 +27,8 @@ class Host:
     current_cb: Any = None
     clock: int = 0
     seam: Any = None  # the TDX module (septlab.tdx_module.module.TdxModule)
-    faults_injected: int = 0  # SEAMCALL failures injected so far (they explain later WARNs)
+    faults_injected: int = 0  # non-BUSY SEAMCALL failures injected so far (they explain later WARNs)
+    injections: int = 0  # every injected SEAMCALL failure (the scenario's max_faults budget counts these)
     tdx: Any = None  # host TDX state of arch/x86/virt/vmx/tdx (septlab.virt.dpamt.TdxHost)
     # pfn -> (task, step, chain) of the last alloc and free, for KASAN-style reports without history.
     last_alloc: dict[int, tuple[str, int, tuple[str, ...]]] = field(default_factory=dict)

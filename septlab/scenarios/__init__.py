@@ -44,6 +44,7 @@ SCHEMA: dict[str, Any] = {
         "fault_rate": {"type": "number", "minimum": 0, "maximum": 1},
         "max_steps": {"type": "integer", "minimum": 1},
         "max_retries": {"type": "integer", "minimum": 1},
+        "max_faults": {"type": "integer", "minimum": 0, "description": "at most this many injected failures per run"},
         "check": {"type": "object", "description": "overrides for the small configuration `septlab check` explores"},
         "image": {"type": "array", "items": {
             "type": "object", "additionalProperties": False, "required": ["gfn"],
@@ -100,6 +101,7 @@ class Scenario:
     fault_rate: float = 0.05
     max_steps: int = 2_000_000
     max_retries: int = 8
+    max_faults: int | None = None
     faults: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def count(self, c: Any) -> int:
@@ -222,7 +224,7 @@ def load_scenario(spec: str, overrides: dict[str, str] | None = None, small: boo
         source=str(path) if path.parent != BUILTIN_DIR else spec, data=data, digest=digest,
         vcpus=vcpus, cache_capacity=data.get("cache_capacity", 40), history=data.get("history", True),
         fault_rate=float(data.get("fault_rate", 0.05)), max_steps=data.get("max_steps", 2_000_000),
-        max_retries=data.get("max_retries", 8), faults=faults)
+        max_retries=data.get("max_retries", 8), max_faults=data.get("max_faults"), faults=faults)
     if "memory" in data:
         scn.memory_pages = parse_size(data["memory"]) // 4096
     return scn

@@ -23,6 +23,8 @@ Gen = Generator[Op, object, int]
 
 def _done(host: "Host", leaf: int, inj: object, pages: tuple[int, ...], err: int) -> int:
     host.current.injected_error = inj is not None
+    if inj is not None:
+        host.injections += 1
     if inj is not None and not E.tdx_operand_busy(inj):  # BUSY is always handled; others explain WARNs
         host.faults_injected += 1
     host.probe.seamcall(leaf, err, inj is not None, pages)
