@@ -32,6 +32,7 @@ class Variant:
     reference: str = ""  # the patch / thread / commit it models
     catches: tuple[str, ...] = ()  # for mutants: invariants expected to catch it
     source: str = ""  # file a user variant was loaded from (recorded in traces for replay)
+    check_scenario: str = "seed"  # built-in whose small configuration `septlab check` finds a mutant in
 
     def build_ops(self) -> SimpleNamespace:
         from ..kvm.x86_ops import HOOKS, default_ops

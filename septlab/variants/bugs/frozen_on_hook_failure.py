@@ -24,4 +24,5 @@ def __tdp_mmu_set_spte_atomic(kvm, it, new_spte):
 
 VARIANT = Variant("bug-frozen-on-hook-failure", "mirror SPTE left FROZEN when the TDX hook fails",
                   {"__tdp_mmu_set_spte_atomic": __tdp_mmu_set_spte_atomic}, kind="mutant",
-                  catches=("frozen-spte-left",))
+                  catches=("frozen-spte-left",),
+                  check_scenario="boot-teardown")

@@ -19,4 +19,5 @@ def __tdp_mmu_set_spte_atomic(kvm, it, new_spte):
 
 VARIANT = Variant("bug-ignore-hook-error", "mirror SPTE published although set_external_spte failed",
                   {"__tdp_mmu_set_spte_atomic": __tdp_mmu_set_spte_atomic}, kind="mutant",
-                  catches=("mirror-sept-coherent",))
+                  catches=("mirror-sept-coherent",),
+                  check_scenario="boot-teardown")

@@ -10,4 +10,5 @@ def is_page_fault_stale(vcpu, fault):
 
 
 VARIANT = Variant("bug-no-invalidate-retry", "fault path ignores a racing invalidation (mmu_invalidate_seq)",
-                  {"is_page_fault_stale": is_page_fault_stale}, kind="mutant", catches=("use-after-free",))
+                  {"is_page_fault_stale": is_page_fault_stale}, kind="mutant", catches=("use-after-free",),
+                  check_scenario="conversion-storm")

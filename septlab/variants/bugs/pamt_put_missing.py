@@ -27,4 +27,5 @@ def tdx_sept_map_leaf_spte(kvm, gfn, level, new_spte):
 
 
 VARIANT = Variant("bug-pamt-put-missing", "AUG/ADD error path forgets tdx_pamt_put() (DPAMT)",
-                  {"tdx_sept_map_leaf_spte": tdx_sept_map_leaf_spte}, kind="mutant", catches=("pamt-refcount",))
+                  {"tdx_sept_map_leaf_spte": tdx_sept_map_leaf_spte}, kind="mutant", catches=("pamt-refcount",),
+                  check_scenario="boot-teardown")

@@ -13,4 +13,5 @@ def tdp_mmu_schedule_free_sp(kvm, sp):
 
 VARIANT = Variant("bug-rcu-no-grace-period", "page tables freed immediately instead of after an RCU grace period",
                   {"tdp_mmu_schedule_free_sp": tdp_mmu_schedule_free_sp, "tdp_mmu_free_sp": tdp_mmu_free_sp_e3},
-                  kind="mutant", catches=("rcu-use-after-free",))
+                  kind="mutant", catches=("rcu-use-after-free",),
+                  check_scenario="conversion-storm")

@@ -17,4 +17,5 @@ def tdh_do_no_vcpus(fn, kvm, *args):
 
 
 VARIANT = Variant("bug-sept-zap-gate-stuck", "wait_for_sept_zap left set after a BUSY retry: vCPUs never re-enter",
-                  {"tdh_do_no_vcpus": tdh_do_no_vcpus}, kind="mutant", catches=("mmu-lock-rules", "deadlock"))
+                  {"tdh_do_no_vcpus": tdh_do_no_vcpus}, kind="mutant", catches=("mmu-lock-rules", "deadlock"),
+                  check_scenario="conversion-storm")
