@@ -100,8 +100,10 @@ def _run_common(scenario: str, sets: tuple[str, ...]) -> tuple[Any, dict[str, st
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
 @click.option("--trace-dir", default="septlab-traces", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where the trace of the first violating schedule is written.")
+@click.option("--minimize", is_flag=True, help="Shrink the first violating schedule (ddmin over its preemptions and "
+              "injected failures) before reporting it.")
 def run(scenario: str, variant: str, dpamt: bool, seed: int, schedules: int, fault_rate: float | None,
-        sets: tuple[str, ...], json_out: Path | None, trace_dir: Path) -> None:
+        sets: tuple[str, ...], json_out: Path | None, trace_dir: Path, minimize: bool) -> None:
     """Run N seeded schedules; report the first violation KASAN/lockdep/WARN-style, with its replay command."""
     scn, ov = _run_common(scenario, sets)
     var = get_variant(variant)
@@ -130,6 +132,15 @@ def run(scenario: str, variant: str, dpamt: bool, seed: int, schedules: int, fau
     if first_bad is not None:
         header = trace_header(scn, var, dpamt, first_bad.seed, rate, ov)
         trace_file = _trace_path(trace_dir, scn, var, dpamt, first_bad.seed)
+        if minimize:
+            from .explore.minimize import minimize as ddmin
+
+            inv = first_bad.violations[0].invariant
+            mz = ddmin(scn, var, dpamt, first_bad.choices, inv)
+            err.print(f"minimized: {first_bad.steps} -> {mz.steps} steps, {mz.deviations} preemption(s)/injected "
+                      f"failure(s) left, {mz.tries} runs", markup=False)
+            first_bad = run_schedule(scn, var, dpamt, first_bad.seed, choices=mz.choices, history=False)
+            trace_file = trace_file.with_name(trace_file.stem + "-min.json")
         # Replay the failing schedule with page histories on, for the report (and to prove it replays).
         full = run_schedule(scn, var, dpamt, first_bad.seed, choices=first_bad.choices, history=True)
         write_json_atomic(trace_file, trace_json(header, first_bad))

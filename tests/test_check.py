@@ -142,3 +142,17 @@ def test_check_cli_proof_and_bad_input(tmp_path):
                  cwd=tmp_path)
     out, err = c.communicate(timeout=60)
     assert c.returncode == 2 and "not a septlab checkpoint" in err
+
+
+def test_minimize_shrinks_a_random_counterexample_and_it_still_replays():
+    from septlab.explore.driver import run_schedule
+    from septlab.explore.minimize import minimize
+
+    scn = load_scenario("seed")
+    var = get_variant("bug-remove-without-track")
+    r = run_schedule(scn, var, False, 0, history=False)
+    assert r.violations
+    m = minimize(scn, var, False, r.choices, r.violations[0].invariant)
+    assert m.steps <= r.steps and m.deviations <= sum(1 for _n, i in r.choices if i)
+    again = run_schedule(scn, var, False, 0, choices=m.choices)
+    assert r.violations[0].invariant in {v.invariant for v in again.violations} and again.steps == m.steps

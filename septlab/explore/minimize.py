@@ -2,8 +2,8 @@
 
 A schedule is re-expressed as *deviations* from a default policy -- keep running the task that ran
 last if it can, else the lowest-numbered runnable task; never inject a failure -- keyed by step.
-ddmin (Zeller) drops deviations while the same invariant is still violated; fewer deviations means
-fewer preemptions and injected faults. Every candidate is a real run, so whatever comes out is a
+ddmin (Zeller) drops deviations while the same invariant is still violated and the run gets no
+longer; fewer deviations means fewer preemptions and injected faults. Every candidate is a real run, so whatever comes out is a
 genuine failing schedule, recorded as a normal choice list that `septlab replay` reproduces.
 """
 
@@ -99,6 +99,7 @@ def minimize(scn: Scenario, variant: Variant, dpamt: bool, choices: list[tuple[i
     if not ok:
         raise ValueError("the trace does not violate the invariant it is minimized for")
     cur = dict(ch.made)
+    best_steps = rt.step  # a candidate must also be no longer than the best so far
     tries = 1
     n = 2
     while len(cur) >= 1 and tries < max_tries:
@@ -108,9 +109,10 @@ def minimize(scn: Scenario, variant: Variant, dpamt: bool, choices: list[tuple[i
         for start in range(0, len(items), chunk):
             cand = dict(items[:start] + items[start + chunk:])
             tries += 1
-            ok, ch2, _ = _fails(scn, variant, dpamt, cand, invariant)
-            if ok:
+            ok, ch2, rt2 = _fails(scn, variant, dpamt, cand, invariant)
+            if ok and rt2.step <= best_steps:
                 cur = dict(ch2.made)  # the deviations that run actually needed
+                best_steps = rt2.step
                 n = max(n - 1, 2)
                 reduced = True
                 break
