@@ -196,11 +196,15 @@ class Explorer:
         if path is not None:
             self._replay(path)
             choices = list(self.ex.choices)
-        vb = self.visited.nbytes if isinstance(self.visited, FingerprintSet) else 0
-        if not isinstance(self.visited, FingerprintSet):
+        if isinstance(self.visited, FingerprintSet):
+            vb = self.visited.nbytes
+        else:  # full states: pickled size of a sample (a lower bound of the in-memory size) + set slots
+            import pickle as _p
             import sys
 
-            vb = sys.getsizeof(self.visited.s) + sum(sys.getsizeof(x) for x in list(self.visited.s)[:1000]) * max(1, len(self.visited) // 1000)
+            sample = list(self.visited.s)[:200]
+            avg = sum(len(_p.dumps(x, protocol=5)) for x in sample) / max(1, len(sample))
+            vb = int(avg * len(self.visited)) + sys.getsizeof(self.visited.s)
         vb += 48 * (len(self.budget) + len(self.asleep))
         if self.o.strategy == "bfs" and hasattr(self, "bfs_parent"):
             vb += 16 * len(self.bfs_parent)  # two list slots per state (ints and transitions are shared)

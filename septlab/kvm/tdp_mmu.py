@@ -25,8 +25,8 @@ from ..host.task import OP_RUN, Op
 from .mmu_page import NO_PAGE, KvmMmuPage
 from .spte import (
     FROZEN_SPTE,
+    PT_PRESENT_MASK,
     SHADOW_NONPRESENT_VALUE,
-    SPTE_ENT_PER_PAGE,
     is_frozen_spte,
     is_last_spte,
     is_shadow_present_pte,
@@ -224,15 +224,9 @@ def handle_removed_pt(kvm: "Kvm", sp: KvmMmuPage, shared: bool) -> Gen:
     if shared:
         yield Op(OP_RUN, ("sp", sp.sp_id), "handle_removed_pt: freeze")
         kasan_check(host, sp.spt, True, "handle_removed_pt")
-        todo = []
-        for i in range(SPTE_ENT_PER_PAGE):
-            v = sptes[i]
-            if v == FROZEN_SPTE:
-                todo.append(i)  # another thread owns it: spin on it below
-            elif not is_shadow_present_pte(v):
-                sptes[i] = FROZEN_SPTE
-            else:
-                todo.append(i)
+        # present entries, and FROZEN ones another thread owns (spin on those below)
+        todo = [i for i, v in enumerate(sptes) if v & PT_PRESENT_MASK or v == FROZEN_SPTE]
+        sptes[:] = [v if v & PT_PRESENT_MASK else FROZEN_SPTE for v in sptes]
         for i in todo:
             while True:
                 yield Op(OP_RUN, ("spte", sp.sp_id, i), "handle_removed_pt: xchg")
@@ -241,9 +235,9 @@ def handle_removed_pt(kvm: "Kvm", sp: KvmMmuPage, shared: bool) -> Gen:
                     break
             yield from handle_changed_spte(kvm, sp, sp_entry_gfn(sp, i), old, FROZEN_SPTE, sp.level, shared)
     else:
-        for i in range(SPTE_ENT_PER_PAGE):
+        for i in [i for i, v in enumerate(sptes) if v & PT_PRESENT_MASK]:
             old = sptes[i]
-            if not is_shadow_present_pte(old):
+            if not old & PT_PRESENT_MASK:
                 continue
             yield Op(OP_RUN, ("spte", sp.sp_id, i), "handle_removed_pt")
             tdp_write_spte(host, sp, i, FROZEN_SPTE)
@@ -428,17 +422,19 @@ def tdp_mmu_zap_root(kvm: "Kvm", root: KvmMmuPage, shared: bool) -> Gen:
     """tdp_mmu_zap_root(): zap 1G-level entries first (bounded work per table), then the root's."""
     host = kvm.host
     rcu_read_lock(host)
-    for l3 in [kvm.sp_by_spt[spte_to_pfn(s)] for s in root.sptes if is_shadow_present_pte(s)]:
+    # MODEL: the present entries of a table are listed once, then re-checked; nothing can make an entry
+    # of an invalidated root present meanwhile (faults never map into invalid roots).
+    for l3 in [kvm.sp_by_spt[spte_to_pfn(s)] for s in root.sptes if s & PT_PRESENT_MASK]:
         # tdp_mmu_iter_cond_resched(): leave the RCU read-side section between 1G tables so grace
         # periods (and RCU-deferred frees) can progress during a long zap. MODEL: mmu_lock stays held.
         rcu_read_unlock(host)
         yield Op(OP_RUN, ("sp", l3.sp_id), "tdp_mmu_iter_cond_resched")
         rcu_read_lock(host)
-        for i in range(SPTE_ENT_PER_PAGE):
-            if is_shadow_present_pte(l3.sptes[i]):
+        for i in [i for i, v in enumerate(l3.sptes) if v & PT_PRESENT_MASK]:
+            if l3.sptes[i] & PT_PRESENT_MASK:
                 yield from tdp_mmu_zap_spte(kvm, TdpIter(l3, i, l3.level, sp_entry_gfn(l3, i), l3.sptes[i]), shared)
-    for i in range(SPTE_ENT_PER_PAGE):
-        if is_shadow_present_pte(root.sptes[i]):
+    for i in [i for i, v in enumerate(root.sptes) if v & PT_PRESENT_MASK]:
+        if root.sptes[i] & PT_PRESENT_MASK:
             yield from tdp_mmu_zap_spte(kvm, TdpIter(root, i, root.level, sp_entry_gfn(root, i), root.sptes[i]), shared)
     rcu_read_unlock(host)
     return 0
