@@ -208,6 +208,20 @@ def tdx_reclaim_page(kvm: Kvm | None, host: "Host", page: int) -> Gen:
     return 0
 
 
+def tdx_sept_reclaim_or_leak(kvm: Kvm, sp: KvmMmuPage) -> Generator[Op, object, bool]:
+    """The common first half of every tdx_sept_free_private_spt() version: an S-EPT page can be given
+    back only after the HKID is released and RECLAIM succeeds; otherwise it is leaked (True: reclaimed)."""
+    host = kvm.host
+    page = sp.external_spt
+    if KVM_BUG_ON(is_hkid_assigned(kvm.tdx), kvm, "tdx_sept_free_private_spt", "is_hkid_assigned(kvm_tdx)"):
+        tdx_leak_page(host, page, "S-EPT page not reclaimable: HKID still assigned")
+        return False
+    if (yield from tdx_reclaim_page(kvm, host, page)):
+        tdx_leak_page(host, page, "TDH.PHYMEM.PAGE.RECLAIM failed")
+        return False
+    return True
+
+
 def tdx_sept_free_private_spt(kvm: Kvm, sp: KvmMmuPage) -> Gen:
     """tdx_sept_free_private_spt() (E3, 110d4d263450; E4 frees via tdx_free_control_page()).
 
@@ -215,14 +229,8 @@ def tdx_sept_free_private_spt(kvm: Kvm, sp: KvmMmuPage) -> Gen:
     the page is leaked ("Intentionally leak the page to prevent the kernel from accessing the
     encrypted page"); either way sp->external_spt is cleared so the RCU callback has nothing to do.
     """
-    host = kvm.host
-    page = sp.external_spt
-    if KVM_BUG_ON(is_hkid_assigned(kvm.tdx), kvm, "tdx_sept_free_private_spt", "is_hkid_assigned(kvm_tdx)"):
-        tdx_leak_page(host, page, "S-EPT page not reclaimable: HKID still assigned")
-    elif (yield from tdx_reclaim_page(kvm, host, page)):
-        tdx_leak_page(host, page, "TDH.PHYMEM.PAGE.RECLAIM failed")
-    else:
-        yield from tdx_free_control_page(host, page)
+    if (yield from tdx_sept_reclaim_or_leak(kvm, sp)):
+        yield from tdx_free_control_page(kvm.host, sp.external_spt)
     sp.external_spt = NO_PAGE
     return 0
 

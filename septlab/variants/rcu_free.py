@@ -10,20 +10,14 @@ from __future__ import annotations
 
 from ..host.page_alloc import free_page
 from ..kvm.mmu_page import NO_PAGE
-from ..kvm.tdx import KVM_BUG_ON, is_hkid_assigned, tdx_reclaim_page
-from ..virt.dpamt import tdx_free_control_page, tdx_leak_page
+from ..kvm.tdx import tdx_sept_reclaim_or_leak
+from ..virt.dpamt import tdx_free_control_page
 from . import Variant
 
 
 def tdx_sept_reclaim_private_spt(kvm, sp):
     """E1/E2 tdx_sept_free_private_spt(): RECLAIM only; on failure the TDP MMU NULLs external_spt."""
-    host = kvm.host
-    page = sp.external_spt
-    if KVM_BUG_ON(is_hkid_assigned(kvm.tdx), kvm, "tdx_sept_free_private_spt", "is_hkid_assigned(kvm_tdx)"):
-        tdx_leak_page(host, page, "S-EPT page not reclaimable: HKID still assigned")
-        sp.external_spt = NO_PAGE
-    elif (yield from tdx_reclaim_page(kvm, host, page)):
-        tdx_leak_page(host, page, "TDH.PHYMEM.PAGE.RECLAIM failed")
+    if not (yield from tdx_sept_reclaim_or_leak(kvm, sp)):
         sp.external_spt = NO_PAGE
     return 0
 

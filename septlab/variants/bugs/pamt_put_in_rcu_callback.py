@@ -4,22 +4,17 @@ RCU callback "to keep it off the zap path": pamt_lock is then taken in softirq (
 from ...host.page_alloc import free_page
 from ...kvm.mmu_page import NO_PAGE
 from ...kvm.tdp_mmu import __tdp_mmu_free_sp as free_spt_only  # noqa: F401
-from ...kvm.tdx import KVM_BUG_ON, is_hkid_assigned, tdx_reclaim_page
-from ...virt.dpamt import tdx_leak_page, tdx_pamt_put
+from ...kvm.tdx import tdx_sept_reclaim_or_leak
+from ...virt.dpamt import tdx_pamt_put
 from .. import Variant
 
 _pending_put: dict = {}  # sp -> pfn whose PAMT reference the RCU callback drops
 
 
 def tdx_sept_free_private_spt(kvm, sp):
-    page = sp.external_spt
-    if KVM_BUG_ON(is_hkid_assigned(kvm.tdx), kvm, "tdx_sept_free_private_spt", "is_hkid_assigned"):
-        tdx_leak_page(kvm.host, page, "HKID still assigned")
-    elif (yield from tdx_reclaim_page(kvm, kvm.host, page)):
-        tdx_leak_page(kvm.host, page, "TDH.PHYMEM.PAGE.RECLAIM failed")
-    else:
-        free_page(kvm.host, page)
-        _pending_put[sp] = page  # remembered for the RCU callback
+    if (yield from tdx_sept_reclaim_or_leak(kvm, sp)):
+        free_page(kvm.host, sp.external_spt)
+        _pending_put[sp] = sp.external_spt  # remembered for the RCU callback
     sp.external_spt = NO_PAGE
     return 0
 
