@@ -39,6 +39,7 @@ class Executor:
         self.history = history
         self.faults = scn.faults
         self.steps_executed = 0  # across resets (the explorer's real cost)
+        self.record = True  # keep the replayable (n, i) choice list
         self.reset()
 
     def reset(self) -> None:
@@ -93,15 +94,16 @@ class Executor:
     # --- stepping ----------------------------------------------------------------------------------
     def execute(self, tr: Transition) -> StepInfo:
         tid, inj = tr
-        en = self.enabled()
         t = self.threads[tid]
         op = t.op
-        if len(en) > 1:
-            self.choices.append((len(en), en.index(tid)))
-        if op.kind == OP_SEAMCALL and not op.nofail and self._may_inject():
-            opts = self.faults.get(op.leaf)
-            if opts:
-                self.choices.append((len(opts) + 1, opts.index(inj) + 1 if inj else 0))
+        if self.record:  # the runtime's (n, i) choice list; explorers turn this off while searching
+            en = self.enabled()
+            if len(en) > 1:
+                self.choices.append((len(en), en.index(tid)))
+            if op.kind == OP_SEAMCALL and not op.nofail and self._may_inject():
+                opts = self.faults.get(op.leaf)
+                if opts:
+                    self.choices.append((len(opts) + 1, opts.index(inj) + 1 if inj else 0))
         host = self.host
         host.current = t.task
         host.clock = self.step

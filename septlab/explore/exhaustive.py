@@ -134,6 +134,8 @@ class Explorer:
         self.asleep: dict[int, bool] = {}  # fp -> expanded with the GP step asleep (POR)
         self._last_ckpt = time.monotonic()
         self._t0 = 0.0
+        if hasattr(ex, "record"):
+            ex.record = False  # choice lists are rebuilt for the one path that is reported
 
     # --- helpers -------------------------------------------------------------------------------------
     def _key(self) -> Any:
@@ -194,6 +196,7 @@ class Explorer:
         s.steps_executed = self.ex.steps_executed
         choices: list[tuple[int, int]] = []
         if path is not None:
+            self.ex.record = True
             self._replay(path)
             choices = list(self.ex.choices)
         if isinstance(self.visited, FingerprintSet):
