@@ -119,6 +119,9 @@ class Executor:
             t.task.done = True
         except Stop:
             self.stopped = True
+        except Exception as e:  # a model crash: say where, keep the choice path (the CLI exits 3)
+            raise RuntimeError(f"model crashed in {t.task.name} at step #{self.step - 1} ({op.what}): "
+                               f"{type(e).__name__}: {e}") from e
         return info
 
     # --- explorer hooks (footprints, coverage) -------------------------------------------------------
