@@ -133,6 +133,7 @@ class Explorer:
         self.budget: dict[int, int] = {}  # fp -> most preemptions left when expanded (bounded mode)
         self.asleep: dict[int, bool] = {}  # fp -> expanded with the GP step asleep (POR)
         self._last_ckpt = time.monotonic()
+        self._last_report = 0.0
         self._t0 = 0.0
         if hasattr(ex, "record"):
             ex.record = False  # choice lists are rebuilt for the one path that is reported
@@ -186,6 +187,15 @@ class Explorer:
         s.steps_executed = self.ex.steps_executed
         if self.o.progress:
             self.o.progress(s)
+
+    def _tick(self, frontier: Any, size: int) -> None:
+        """Every so often: report progress; every checkpoint interval: write the checkpoint."""
+        now = time.monotonic()
+        if now - self._last_report > 0.25:
+            self._last_report = now
+            self._progress(size)
+        if self.o.checkpoint and now - self._last_ckpt > self.o.checkpoint_every:
+            self._save_checkpoint(frontier)
 
     def _time_up(self) -> bool:
         return self.o.time_limit is not None and time.monotonic() - self._t0 > self.o.time_limit
@@ -251,7 +261,6 @@ class Explorer:
             self._admit(self._key(), o.preemptions or 0, False)
             stack = [self._node(frozenset(), 0, -1)]
             at = 0  # the executor is at stack[at]
-        last_report = 0.0
         while stack:
             node = stack[-1]
             if self._time_up():
@@ -306,12 +315,7 @@ class Explorer:
                 continue
             stack.append(self._node(sleep, pre, tr[0], trs))
             at = len(stack) - 1
-            now = time.monotonic()
-            if now - last_report > 0.25:
-                last_report = now
-                self._progress(len(stack))
-            if o.checkpoint and now - self._last_ckpt > o.checkpoint_every:
-                self._save_checkpoint(stack)
+            self._tick(stack, len(stack))
         self._progress(0)
         if o.checkpoint and not self.bounded:
             self._save_checkpoint([])
@@ -368,7 +372,6 @@ class Explorer:
             self.bfs_parent: list[int] = [-1]
             self.bfs_tr: list[Transition] = [(-1, 0)]
             frontier = deque([0])
-        last_report = 0.0
         while frontier:
             if self._time_up():
                 self.bounded.add("time limit")
@@ -408,12 +411,7 @@ class Explorer:
                     frontier.append(len(self.bfs_parent) - 1)
                 else:
                     self.stats.revisits += 1
-            now = time.monotonic()
-            if now - last_report > 0.25:
-                last_report = now
-                self._progress(len(frontier))
-            if o.checkpoint and now - self._last_ckpt > o.checkpoint_every:
-                self._save_checkpoint(frontier)
+            self._tick(frontier, len(frontier))
         self._progress(0)
         if o.checkpoint and not self.bounded:
             self._save_checkpoint(deque())

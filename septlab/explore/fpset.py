@@ -32,34 +32,30 @@ class FingerprintSet:
         for fp in old.tolist():
             self.add(fp)
 
+    def _probe(self, fp: int) -> tuple[int, bool]:
+        """Linear probing: the slot holding fp, or the empty slot where it would go."""
+        t = self.table
+        i = fp & self.mask
+        while True:
+            v = int(t[i])
+            if v == 0 or v == fp:
+                return i, v == fp
+            i = (i + 1) & self.mask
+
     def add(self, fp: int) -> bool:
         """Insert; False if it was already present. Fingerprint 0 is remapped (0 marks empty slots)."""
         fp = fp or 1
-        t = self.table
-        i = fp & self.mask
-        while True:
-            v = int(t[i])
-            if v == 0:
-                t[i] = fp
-                self.n += 1
-                if self.n * 2 > len(t):
-                    self._grow()
-                return True
-            if v == fp:
-                return False
-            i = (i + 1) & self.mask
+        i, present = self._probe(fp)
+        if present:
+            return False
+        self.table[i] = fp
+        self.n += 1
+        if self.n * 2 > len(self.table):
+            self._grow()
+        return True
 
     def __contains__(self, fp: int) -> bool:
-        fp = fp or 1
-        t = self.table
-        i = fp & self.mask
-        while True:
-            v = int(t[i])
-            if v == 0:
-                return False
-            if v == fp:
-                return True
-            i = (i + 1) & self.mask
+        return self._probe(fp or 1)[1]
 
     def to_list(self) -> list[int]:
         return self.table[self.table != EMPTY].tolist()
