@@ -72,6 +72,7 @@ compare designs on invariants and memory held, and replay any violation step for
   septlab compare --scenario seed --variants rcu-free,tdx-free,tdx-alloc-hook --dpamt both
   septlab run --scenario seed --variant rcu-free --dpamt --schedules 50
   septlab replay septlab-traces/seed-rcu-free-dpamt-seed0.json
+  septlab check --scenario seed --variant tdx-free --exhaustive
   septlab variants; septlab scenarios; septlab invariants
 """
 
