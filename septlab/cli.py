@@ -6,7 +6,6 @@ invariant was violated, 2 bad input (one line naming the file, line and field), 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -461,5 +460,3 @@ def main() -> None:
         err.print(f"septlab: internal error: {e}", markup=False)
         sys.exit(3)
 
-
-_ = json

@@ -122,7 +122,7 @@ class Checker(Probe):
             raise Stop(name)
 
     def _in_use(self) -> int:
-        return self.pages.total - self.pages.counts[FREE]
+        return self.pages.in_use()
 
     # --- page events ---------------------------------------------------------------------------------
     def page_alloc(self, pfn: int, owner: int) -> None:

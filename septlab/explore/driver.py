@@ -126,16 +126,3 @@ def replay_trace(path: Path) -> tuple[dict[str, Any], RunResult]:
     variant = get_variant(data.get("variant_source") or data["variant"])
     res = run_schedule(scn, variant, data["dpamt"], data["seed"], choices=choices, history=True)
     return data, res
-
-
-def run_many(scn: Scenario, variant: Variant, dpamt: bool, seed: int, schedules: int,
-             fault_rate: float | None = None, progress: Any = None) -> list[RunResult]:
-    out = []
-    for i in range(schedules):
-        r = run_schedule(scn, variant, dpamt, seed + i, fault_rate=fault_rate)
-        r.world = None
-        r.checker = None
-        out.append(r)
-        if progress:
-            progress(i + 1, r)
-    return out

@@ -76,11 +76,6 @@ class Executor:
         mf = self.scn.max_faults
         return mf is None or self.host.injections < mf
 
-    def finished(self) -> bool:
-        """All non-daemon tasks done (or nothing can run: a deadlock the checker reports)."""
-        return all(t.done or t.task.daemon for t in self.threads) and not any(
-            not t.done and op_enabled(t.op) for t in self.threads)
-
     def state(self) -> tuple:
         return world_state(self.world, self.threads, self.checker)
 

@@ -10,7 +10,6 @@ The model never learns who decides or why: that is what keeps it ignorant of how
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,5 +89,3 @@ def callchain(limit: int = 12) -> tuple[str, ...]:
     names.reverse()
     return tuple(names[-limit:])
 
-
-Predicate = Callable[[], bool]

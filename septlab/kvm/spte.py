@@ -56,13 +56,3 @@ def spte_index(gfn: int, level: int) -> int:
 def level_base_gfn(gfn: int, level: int) -> int:
     """The first gfn covered by the level-`level` table that contains gfn's entry."""
     return gfn & ~((1 << (9 * level)) - 1)
-
-
-def spte_name(spte: int) -> str:
-    """Human-readable SPTE value for reports."""
-    if spte == FROZEN_SPTE:
-        return "FROZEN_SPTE"
-    if spte == SHADOW_NONPRESENT_VALUE:
-        return "SHADOW_NONPRESENT"
-    kind = "leaf" if spte & SPTE_LEAF_MASK else "nonleaf"
-    return f"{kind}(pfn={spte_to_pfn(spte):#x})"

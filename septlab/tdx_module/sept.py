@@ -33,11 +33,6 @@ PG_LEVEL_512G = 4
 ROOT_LEVEL = 4  # 4-level EPT
 
 
-def level_shift(level: int) -> int:
-    """Bits of gfn translated below an entry at `level` (PG_LEVEL_*)."""
-    return 9 * (level - 1)
-
-
 def entry_key(level: int, gfn: int) -> int:
     """Key of the entry at `level` (pg_level, 4K == 1) that translates `gfn`."""
     return ((gfn >> (9 * (level - 1))) << 3) | level
