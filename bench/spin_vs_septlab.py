@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SPIN vs septlab on the Promela twin of the S-EPT free lifecycle (anchors.md section 3.4).
+"""SPIN vs septlab on the Promela twin of the S-EPT free lifecycle.
 
 bench/promela/sept_twin.pml and bench/twin/twin_model.py are the same model: same variables, same atomic
 steps. This script, in one run on this machine:

@@ -1,39 +1,68 @@
-"""septlab's command line: run, replay, compare, variants, scenarios, invariants.
+"""septlab's command line: run, replay, compare, check, variants, scenarios, invariants.
 
-Data goes to stdout, progress and diagnostics to stderr. Exit status: 0 nothing violated, 1 an
-invariant was violated, 2 bad input (one line naming the file, line and field), 3 internal error.
+Data goes to stdout, progress and diagnostics to stderr. Every command ends in one result status
+(explore/verdict.py): `complete`, `bounded: <why>` or `violated`, with exit status 0, 4 or 1; bad input
+(a scenario, trace, flag, variant file or output path) is one line naming the file, line and field
+and exit status 2; an internal error is one line and exit status 3; Ctrl-C writes what was computed
+and exits 130. Output paths are checked before the work and the report is printed before any file is
+written, so a result is never lost to a bad path.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import __version__
 from .check.invariants import INVARIANTS
 from .check.report import render
 from .explore.driver import (
-    RunResult,
+    Batch,
+    ModelCrash,
     TraceError,
     replay_trace,
+    run_batch,
     run_schedule,
     trace_header,
     trace_json,
-    write_json_atomic,
 )
 from .explore.exhaustive import CheckpointError
-from .metrics.metrics import merge
+from .explore.runtime import ReplayDivergence
+from .explore.verdict import (
+    BOUNDED,
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    VIOLATED,
+    Verdict,
+)
+from .outputs import OutputError, check_output_path, check_plot_path, printable, safe_filename, write_json_atomic
 from .scenarios import ScenarioError, builtin_descriptions, load_scenario
-from .variants import VariantError, get_variant, registry
+from .variants import REGISTRY_WARNINGS, VariantError, get_variant, registry, resolve_variants
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 170)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _Console(Console):
+    """Rich console that never interprets user text: no markup, no emoji codes, control characters escaped."""
+
+    def render_str(self, text: str, **kw: Any) -> Any:  # type: ignore[override]
+        return super().render_str(printable(text), **kw)
+
+
+out = _Console(highlight=False, soft_wrap=True, markup=False, emoji=False,
+               width=None if sys.stdout.isatty() else 170)
+err = _Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+SEED = click.IntRange(0, (1 << 63) - 1)
+MAX_SCHEDULES = 10_000_000
 
 
 class BadInput(Exception):
@@ -56,16 +85,26 @@ def _progress(total: int, label: str) -> Progress:
                     disable=total < 2 or not err.is_terminal)
 
 
-def _trace_path(trace_dir: Path, scn: Any, variant: Any, dpamt: bool, seed: int) -> Path:
-    name = f"{Path(scn.name).stem}-{variant.name}{'-dpamt' if dpamt else ''}-seed{seed}.json"
-    return trace_dir / name.replace("/", "_")
+def _step_progress() -> Progress:
+    """For one long schedule: model steps so far (the bar of a run whose length is not known in advance)."""
+    return Progress(SpinnerColumn(), TextColumn("schedule"), TextColumn("{task.completed:>12,.0f} steps"),
+                    TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
+
+
+def _trace_path(trace_dir: Path, *parts: str) -> Path:
+    return trace_dir / safe_filename(*parts, suffix=".json")
+
+
+def _mode(dpamt: bool) -> str:
+    return "on" if dpamt else "off"
 
 
 HELP = """septlab: an executable model of KVM's TDX secure-EPT page-table lifecycle.
 
 \b
 Run a design against a scenario under seeded random schedules and injected SEAMCALL failures,
-compare designs on invariants and memory held, and replay any violation step for step.
+compare designs on invariants and memory held, explore every schedule of a small configuration,
+and replay any violation step for step.
 
 \b
   septlab compare --scenario seed --variants rcu-free,tdx-free,tdx-alloc-hook --dpamt both
@@ -73,6 +112,12 @@ compare designs on invariants and memory held, and replay any violation step for
   septlab replay septlab-traces/seed-rcu-free-dpamt-seed0.json
   septlab check --scenario seed --variant tdx-free --exhaustive
   septlab variants; septlab scenarios; septlab invariants
+
+\b
+Every result is one of: complete (exit 0), violated (exit 1), bounded: <why> (exit 4: a step,
+preemption, depth or time bound, or Ctrl-C, cut the run short -- never a pass). Bad input exits 2
+with one line naming the file, line and field; an internal error exits 3; Ctrl-C exits 130 after
+writing what was computed.
 """
 
 
@@ -87,16 +132,53 @@ def _run_common(scenario: str, sets: tuple[str, ...]) -> tuple[Any, dict[str, st
     return load_scenario(scenario, ov), ov
 
 
+def _report_violation(scn: Any, var: Any, dpamt: bool, bad: Any, rate: float, ov: dict[str, str],
+                      trace_dir: Path, minimize: bool) -> tuple[Path, dict[str, Any], str]:
+    """Replay the first violating schedule with page histories (proving it replays), print its report.
+
+    Returns the trace path and contents; the caller writes it after everything else is printed."""
+    trace_file = _trace_path(trace_dir, Path(scn.name).stem, var.name, "dpamt" if dpamt else "", f"seed{bad.seed}")
+    if minimize:
+        from .explore.minimize import minimize as ddmin
+
+        try:
+            mz = ddmin(scn, var, dpamt, bad.choices, bad.violations[0].invariant)
+            err.print(f"minimized: {bad.steps} -> {mz.steps} steps, {mz.deviations} preemption(s)/injected "
+                      f"failure(s) left, {mz.tries} runs")
+            bad = run_schedule(scn, var, dpamt, bad.seed, choices=mz.choices, history=False)
+            trace_file = trace_file.with_name(trace_file.stem + "-min.json")
+        except KeyboardInterrupt:
+            err.print("minimization interrupted: reporting the schedule as found")
+    full = run_schedule(scn, var, dpamt, bad.seed, choices=bad.choices, history=True)
+    cmd = f"septlab replay {trace_file}" + (f" --variant {var.source}" if var.source else "")
+    v = full.violations[0] if full.violations else bad.violations[0]
+    out.print(render(v, full.world.host, full.log, cmd,  # type: ignore[union-attr]
+                     f"scenario {scn.name}  variant {var.name}  DPAMT {_mode(dpamt)}  seed {bad.seed}  "
+                     f"explorer random  steps {bad.steps}"))
+    return trace_file, trace_json(trace_header(scn, var, dpamt, bad.seed, rate, ov), bad), cmd
+
+
+def _print_result(verdict: Verdict, detail: str, steps: int) -> None:
+    if verdict.kind == VIOLATED:
+        out.print(f"result: {verdict}")
+    elif verdict.kind == BOUNDED:
+        out.print(f"result: {verdict}\n  NOT a pass: nothing fired in the {steps:,} steps that ran, but what was "
+                  "cut short was never checked to its end")
+    else:
+        out.print(f"result: complete: {detail}")
+
+
 @cli.command()
 @click.option("--scenario", "-s", required=True, help="Built-in name (see `septlab scenarios`) or a YAML file.")
 @click.option("--variant", "-v", required=True, help="Variant name (see `septlab variants`) or a .py file.")
 @click.option("--dpamt", is_flag=True, help="Enable Dynamic PAMT (E4, DPAMT v6).")
-@click.option("--seed", default=0, show_default=True, help="First seed; schedule i uses seed+i.")
-@click.option("--schedules", "-n", default=1, show_default=True, type=click.IntRange(1), help="Schedules to run.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="First seed; schedule i uses seed+i.")
+@click.option("--schedules", "-n", default=1, show_default=True, type=click.IntRange(1, MAX_SCHEDULES),
+              help="Schedules to run.")
 @click.option("--fault-rate", type=click.FloatRange(0, 1), help="Probability that an injectable SEAMCALL fails "
               "(default: the scenario's).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a top-level scenario key, "
-              "e.g. --set memory=4GiB.")
+              "e.g. --set max_steps=50000.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
 @click.option("--trace-dir", default="septlab-traces", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where the trace of the first violating schedule is written.")
@@ -104,176 +186,226 @@ def _run_common(scenario: str, sets: tuple[str, ...]) -> tuple[Any, dict[str, st
               "injected failures) before reporting it.")
 def run(scenario: str, variant: str, dpamt: bool, seed: int, schedules: int, fault_rate: float | None,
         sets: tuple[str, ...], json_out: Path | None, trace_dir: Path, minimize: bool) -> None:
-    """Run N seeded schedules; report the first violation KASAN/lockdep/WARN-style, with its replay command."""
+    """Run N seeded schedules; report the first violation KASAN/lockdep/WARN-style, with its replay command.
+
+    Exit 0: every schedule ran to its end and nothing was violated; 1: an invariant was violated;
+    4 (bounded): some schedule hit max_steps, so its end-of-run invariants were never checked;
+    130: interrupted (what finished is reported and written)."""
+    if json_out:
+        check_output_path(json_out, "--json")
+    check_output_path(trace_dir, "--trace-dir", directory=True)
     scn, ov = _run_common(scenario, sets)
     var = get_variant(variant)
     rate = scn.fault_rate if fault_rate is None else fault_rate
-    err.print(f"septlab run: scenario {scn.name}, variant {var.name}, DPAMT {'on' if dpamt else 'off'}, "
+    err.print(f"septlab run: scenario {scn.name}, variant {var.name}, DPAMT {_mode(dpamt)}, "
               f"seeds {seed}..{seed + schedules - 1}, fault rate {rate}")
-    results: list[RunResult] = []
-    first_bad: RunResult | None = None
-    with _progress(schedules, "schedules") as prog:
-        task = prog.add_task("run", total=schedules, note="")
-        for i in range(schedules):
-            r = run_schedule(scn, var, dpamt, seed + i, fault_rate=rate, history=False if schedules > 1 or not scn.history else None)
-            if r.status == "crash":
-                raise RuntimeError(f"model crashed in schedule seed={seed + i}:\n{r.crash}")
-            r.world = r.checker = None
-            results.append(r)
-            if r.violations and first_bad is None:
-                first_bad = r
-            prog.update(task, advance=1, note=f"{sum(bool(x.violations) for x in results)} violating")
-    counts: dict[str, int] = {}
-    for r in results:
-        for name in sorted({v.invariant for v in r.violations}):
-            counts[name] = counts.get(name, 0) + 1
-    metrics = merge([r.metrics for r in results])
-    trace_file = None
-    if first_bad is not None:
-        header = trace_header(scn, var, dpamt, first_bad.seed, rate, ov)
-        trace_file = _trace_path(trace_dir, scn, var, dpamt, first_bad.seed)
-        if minimize:
-            from .explore.minimize import minimize as ddmin
-
-            inv = first_bad.violations[0].invariant
-            mz = ddmin(scn, var, dpamt, first_bad.choices, inv)
-            err.print(f"minimized: {first_bad.steps} -> {mz.steps} steps, {mz.deviations} preemption(s)/injected "
-                      f"failure(s) left, {mz.tries} runs", markup=False)
-            first_bad = run_schedule(scn, var, dpamt, first_bad.seed, choices=mz.choices, history=False)
-            trace_file = trace_file.with_name(trace_file.stem + "-min.json")
-        # Replay the failing schedule with page histories on, for the report (and to prove it replays).
-        full = run_schedule(scn, var, dpamt, first_bad.seed, choices=first_bad.choices, history=True)
-        write_json_atomic(trace_file, trace_json(header, first_bad))
-        cmd = f"septlab replay {trace_file}"
-        v = full.violations[0] if full.violations else first_bad.violations[0]
-        out.print(render(v, full.world.host, full.log, cmd,  # type: ignore[union-attr]
-                         f"scenario {scn.name}  variant {var.name}  DPAMT {'on' if dpamt else 'off'}  seed {first_bad.seed}  "
-                         f"explorer random  steps {first_bad.steps}"), markup=False)
-    t = Table(title=f"{scn.name} / {var.name} / DPAMT {'on' if dpamt else 'off'}: {schedules} schedule(s)")
-    t.add_column("invariant")
-    t.add_column("schedules violating", justify="right")
-    for name in INVARIANTS:
-        if counts.get(name):
-            t.add_row(name, str(counts[name]))
-    if counts:
-        out.print(t)
+    history = False if schedules > 1 or not scn.history else None
+    if schedules == 1:
+        with _step_progress() as prog:
+            tid = prog.add_task("steps", total=None)
+            batch = run_batch(scn, var, dpamt, seed, 1, fault_rate=rate, history=history,
+                              tick=lambda n: prog.update(tid, completed=n))
     else:
-        out.print(f"no invariant violated in {schedules} schedule(s), {metrics.get('steps', 0)} steps "
-                  f"(peak {metrics.get('peak_pages', 0)} pages, {metrics.get('leaked_pages', 0)} deliberately leaked)")
-    if trace_file is not None:
-        out.print(f"trace: {trace_file}\nreplay: septlab replay {trace_file}", markup=False)
+        with _progress(schedules, "schedules") as prog:
+            tid = prog.add_task("run", total=schedules, note="")
+            batch = run_batch(scn, var, dpamt, seed, schedules, fault_rate=rate, history=history,
+                              on_schedule=lambda b: prog.update(tid, completed=b.done,
+                                                                note=f"{sum(b.counts.values())} violating"))
+    trace = None
+    if batch.first_bad is not None:
+        try:
+            trace = _report_violation(scn, var, dpamt, batch.first_bad, rate, ov, trace_dir, minimize)
+        except KeyboardInterrupt:
+            batch.interrupted = True
+            trace = None
+    verdict = batch.verdict
+    metrics = batch.metrics
+    if batch.counts:
+        t = Table(title=f"{scn.name} / {var.name} / DPAMT {_mode(dpamt)}: {batch.done} schedule(s)")
+        t.add_column("invariant")
+        t.add_column("schedules violating", justify="right")
+        for name in INVARIANTS:
+            if batch.counts.get(name):
+                t.add_row(name, str(batch.counts[name]))
+        out.print(t)
+    _print_result(verdict, f"no invariant violated in {batch.done} schedule(s), {metrics.get('steps', 0)} steps "
+                           f"(peak {metrics.get('peak_pages', 0)} pages, {metrics.get('leaked_pages', 0)} "
+                           "deliberately leaked)", metrics.get("steps", 0))
+    if trace is not None:
+        out.print(f"trace: {trace[0]}\nreplay: {trace[2]}")
     if json_out:
         write_json_atomic(json_out, {"scenario": scn.name, "variant": var.name, "dpamt": dpamt, "seed": seed,
-                                     "schedules": schedules, "violations": counts, "metrics": metrics,
-                                     "trace": str(trace_file) if trace_file else None})
-    sys.exit(1 if counts else 0)
+                                     "schedules": schedules, "schedules_run": batch.done,
+                                     "schedules_bounded": batch.bounded, **verdict.as_json(),
+                                     "violations": batch.counts, "metrics": metrics,
+                                     "trace": str(trace[0]) if trace else None}, "--json")
+    if trace is not None:
+        write_json_atomic(trace[0], trace[1], "trace")
+    sys.exit(verdict.exit_code)
 
 
 @cli.command()
 @click.argument("trace", type=click.Path(path_type=Path))
-def replay(trace: Path) -> None:
-    """Re-run one recorded schedule step for step; print its report; exit 1 if it violates anything."""
-    data, res = replay_trace(trace)
-    cmd = f"septlab replay {trace}"
+@click.option("--variant", "-v", "variant_file", help="The variant .py file the trace was recorded with (a trace "
+              "names its variant but never loads code by itself).")
+@click.option("--scenario", "-s", help="Scenario file to use instead of the path recorded in the trace (it must "
+              "be the same scenario: its digest is checked).")
+def replay(trace: Path, variant_file: str | None, scenario: str | None) -> None:
+    """Re-run one recorded schedule step for step; print its report.
+
+    Exit 1 if it violates an invariant (as recorded), 0 if it completes cleanly, 4 if it was a bounded
+    run, 2 if the trace is unusable or does not replay on this model (edited, truncated, other
+    variant, scenario or septlab version)."""
+    data, res = replay_trace(trace, variant_file, scenario)
+    cmd = f"septlab replay {trace}" + (f" --variant {variant_file}" if variant_file else "")
+    if res.status == "crash":
+        raise ModelCrash(f"model crashed while replaying {trace}: {res.crash.splitlines()[-1] if res.crash else '?'}")
     for v in res.violations[:1]:
         out.print(render(v, res.world.host, res.log, cmd,  # type: ignore[union-attr]
-                         f"scenario {data['scenario']}  variant {data['variant']}  DPAMT {'on' if data['dpamt'] else 'off'}"
-                         f"  seed {data['seed']}  explorer replay  steps {res.steps}"), markup=False)
+                         f"scenario {data['scenario']}  variant {data['variant']}  DPAMT {_mode(data['dpamt'])}"
+                         f"  seed {data['seed']}  explorer replay  steps {res.steps}"))
     got = [v.invariant for v in res.violations]
     want = [v["invariant"] for v in data.get("violations", [])]
-    same = got == want and res.steps == data.get("steps", res.steps) and res.metrics == data.get("metrics", res.metrics)
-    out.print(f"replayed {res.steps} steps of {trace}: " + (
-        "same violations, same metrics" if same else f"DIVERGED: recorded {want} in {data.get('steps')} steps, got {got}"))
-    if not same:
-        sys.exit(3)
-    sys.exit(1 if res.violations else 0)
+    if got != want or res.steps != data["steps"] or res.metrics != data.get("metrics", res.metrics):
+        raise TraceError(f"{printable(trace)}: does not replay on this model: recorded {want} in {data['steps']} "
+                         f"steps, got {got} in {res.steps}")
+    out.print(f"replayed {res.steps} steps of {trace}: same violations, same metrics")
+    _print_result(res.verdict, f"{res.steps} steps, no invariant violated", res.steps)
+    sys.exit(res.verdict.exit_code)
 
 
-def _compare_rows(scn: Any, names: list[str], modes: list[bool], schedules: int, seed: int,
-                  fault_rate: float | None) -> list[dict[str, Any]]:
-    rows = []
-    total = len(names) * len(modes) * schedules
+def _compare_rows(scn: Any, variants: list[Any], modes: list[bool], schedules: int, seed: int,
+                  fault_rate: float | None) -> tuple[list[Batch], bool]:
+    """One batch per (variant, DPAMT); Ctrl-C keeps the finished rows and the partial one."""
+    rows: list[Batch] = []
+    total = len(variants) * len(modes) * schedules
     with _progress(total, "compare") as prog:
         task = prog.add_task("compare", total=total, note="")
-        for name in names:
-            var = get_variant(name)
+        for var in variants:
             for dp in modes:
-                counts = {k: 0 for k in INVARIANTS}
-                ms = []
-                series = None
-                for i in range(schedules):
-                    r = run_schedule(scn, var, dp, seed + i, fault_rate=fault_rate, history=False)
-                    if r.status == "crash":
-                        raise RuntimeError(f"model crashed: {var.name} dpamt={dp} seed={seed + i}:\n{r.crash}")
-                    for inv in {v.invariant for v in r.violations}:
-                        counts[inv] += 1
-                    ms.append(r.metrics)
-                    if series is None:
-                        series = r.series
-                    prog.update(task, advance=1, note=f"{var.name}{' +dpamt' if dp else ''}")
-                m = merge(ms)
-                m["retained_page_steps_mean"] = round(m["retained_page_steps"] / schedules, 3)
-                rows.append({"variant": var.name, "dpamt": dp, "schedules": schedules,
-                             "violations": counts, "metrics": m, "_series": series or []})
-    return rows
+                base = len(rows) * schedules
+                b = run_batch(scn, var, dp, seed, schedules, fault_rate=fault_rate,
+                              on_schedule=lambda b, base=base: prog.update(
+                                  task, completed=base + b.done, note=f"{b.variant.name}{' +dpamt' if b.dpamt else ''}"))
+                rows.append(b)
+                if b.interrupted:
+                    return rows, True
+    return rows, False
+
+
+def _row_json(b: Batch) -> dict[str, Any]:
+    m = dict(b.metrics)
+    if b.done:
+        m["retained_page_steps_mean"] = round(m.get("retained_page_steps", 0) / b.done, 3)
+    return {"variant": b.variant.name, "dpamt": b.dpamt, "schedules": b.done, "schedules_requested": b.total,
+            "schedules_bounded": b.bounded, **b.verdict.as_json(), "violations": b.violation_counts(), "metrics": m}
+
+
+def compare_table(scenario: str, schedules: int, seed: int, rows: list[Batch], width: int | None) -> Table:
+    """The comparison, readable at 80 columns: the secondary counters only when the terminal is wide."""
+    wide = width is None or width >= 130
+    t = Table(title=f"septlab compare: scenario {scenario}, {schedules} schedules each, seeds {seed}.."
+                    f"{seed + schedules - 1}", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    t.add_column("variant", no_wrap=True)
+    t.add_column("DPAMT", justify="center", no_wrap=True)
+    t.add_column("violations\n(schedules)", min_width=16)
+    cols = [("peak\npages", "peak_pages"), ("S-EPT held\npage-steps", "retained_page_steps"),
+            ("…grace\nperiods", "retained_page_gps"), ("peak\nPAMT refs", "peak_pamt_refs")]
+    if wide:
+        cols += [("RCU\ncbs", "rcu_callbacks"), ("PAMT\nadd/rm", "pamt"), ("SEAMCALLs", "seamcalls")]
+    for head, _ in cols:
+        t.add_column(head, justify="right", no_wrap=True)
+    for b in rows:
+        m = b.metrics
+        v = b.verdict
+        if v.kind == VIOLATED:
+            res = ", ".join(f"{k} {n}" for k, n in b.counts.items())
+            style = "red"
+        elif v.kind == BOUNDED:
+            res = f"bounded ({b.bounded} cut short)" if b.bounded else f"bounded ({b.done}/{b.total} run)"
+            style = "yellow"
+        else:
+            res, style = "none", "green"
+        vals = []
+        for _, key in cols:
+            if key == "pamt":
+                vals.append(f"{m.get('pamt_add', 0)}/{m.get('pamt_remove', 0)}")
+            elif key == "seamcalls":
+                vals.append(str(sum(m.get("seamcalls", {}).values())))
+            else:
+                vals.append(str(m.get(key, 0)))
+        t.add_row(b.variant.name, _mode(b.dpamt), res, *vals, style=style if v.kind != "complete" else None)
+    return t
 
 
 @cli.command()
 @click.option("--scenario", "-s", required=True, help="Built-in name or YAML file.")
 @click.option("--variants", required=True, help="Comma-separated variant names or .py files.")
 @click.option("--dpamt", type=click.Choice(["off", "on", "both"]), default="both", show_default=True)
-@click.option("--schedules", "-n", default=100, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=0, show_default=True)
+@click.option("--schedules", "-n", default=100, show_default=True, type=click.IntRange(1, MAX_SCHEDULES))
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--fault-rate", type=click.FloatRange(0, 1), help="Default: the scenario's.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a top-level scenario key.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="PNG: host pages held over steps.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Picture of the answer (.png, .svg or .pdf): S-EPT pages held after RECLAIM, and each design's "
+              "cost and verdict.")
+@click.option("--fail-on-violation", is_flag=True, help="Exit 1 if any row violates an invariant (4 if none does "
+              "but some row is bounded): for CI. Without it compare exits 0 once its table is printed.")
 def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int, fault_rate: float | None,
-            sets: tuple[str, ...], json_out: Path | None, plot: Path | None) -> None:
-    """Compare designs: one row per (variant, DPAMT) with violations and memory metrics."""
+            sets: tuple[str, ...], json_out: Path | None, plot: Path | None, fail_on_violation: bool) -> None:
+    """Compare designs: one row per (variant, DPAMT) with its result and memory metrics.
+
+    Exit status: 0 once the table is printed (violations are the answer, not an error), unless
+    --fail-on-violation; 130 if interrupted (the finished rows are printed and written)."""
+    if json_out:
+        check_output_path(json_out, "--json")
+    fmt = check_plot_path(plot) if plot else ""
     scn, _ = _run_common(scenario, sets)
     names = [n.strip() for n in variants.split(",") if n.strip()]
     if not names:
         raise BadInput("--variants: give at least one variant name")
-    for n in names:
-        get_variant(n)
+    vars_ = resolve_variants(names)
     modes = {"off": [False], "on": [True], "both": [False, True]}[dpamt]
-    rows = _compare_rows(scn, names, modes, schedules, seed, fault_rate)
-    t = Table(title=f"septlab compare: scenario {scn.name}, {schedules} schedules each, seeds {seed}..{seed + schedules - 1}")
-    for col, just in (("variant", "left"), ("DPAMT", "center"), ("violations (schedules)", "left"),
-                      ("peak pages", "right"), ("S-EPT page-steps retained", "right"), ("…in grace periods", "right"),
-                      ("RCU cbs", "right"), ("PAMT add/rm", "right"), ("peak PAMT refs", "right"),
-                      ("SEAMCALLs", "right")):
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
-    for r in rows:
-        m = r["metrics"]
-        viol = ", ".join(f"{k} {v}" for k, v in r["violations"].items() if v) or "[green]none[/green]"
-        t.add_row(r["variant"], "on" if r["dpamt"] else "off", viol if "none" in viol else f"[red]{viol}[/red]",
-                  str(m["peak_pages"]), str(m["retained_page_steps"]), str(m["retained_page_gps"]),
-                  str(m["rcu_callbacks"]), f"{m['pamt_add']}/{m['pamt_remove']}", str(m["peak_pamt_refs"]),
-                  str(sum(m["seamcalls"].values())))
-    out.print(t)
+    rows, interrupted = _compare_rows(scn, vars_, modes, schedules, seed, fault_rate)
+    out.print(compare_table(scn.name, schedules, seed, rows, out.width if sys.stdout.isatty() else None))
     out.print(_verdict(rows))
+    if interrupted:
+        out.print(f"interrupted: {len(rows)} of {len(vars_) * len(modes)} rows started; the last is partial")
     if json_out:
-        write_json_atomic(json_out, {"scenario": scn.name, "results": [{k: v for k, v in r.items() if k != "_series"} for r in rows]})
+        write_json_atomic(json_out, {"scenario": scn.name, "interrupted": interrupted,
+                                     "results": [_row_json(b) for b in rows]}, "--json")
     if plot:
-        from .metrics.plot import plot_series
+        from .metrics.plot import PlotRow, plot_compare
 
-        plot_series(plot, scn.name, [(f"{r['variant']}{' +DPAMT' if r['dpamt'] else ''}", r["_series"]) for r in rows])
+        prow = [PlotRow(f"{b.variant.name}{' +DPAMT' if b.dpamt else ''}", b.retained_series,
+                        b.metrics.get("retained_page_steps", 0) / max(b.done, 1),
+                        ", ".join(f"{k} {100 * n // max(b.done, 1)}%" for k, n in b.counts.items()),
+                        bool(b.counts)) for b in rows]
+        plot_compare(plot, fmt, scn.name, schedules, prow)
         err.print(f"plot: {plot}")
+    if interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    if fail_on_violation:
+        kinds = {b.verdict.kind for b in rows}
+        sys.exit(1 if VIOLATED in kinds else 4 if BOUNDED in kinds else 0)
+    sys.exit(0)
 
 
-def _verdict(rows: list[dict[str, Any]]) -> str:
+def _verdict(rows: list[Batch]) -> str:
     lines = ["", "What the model says:"]
-    for r in rows:
-        bad = {k: v for k, v in r["violations"].items() if v}
-        m = r["metrics"]
-        tag = f"  {r['variant']:<16} DPAMT {'on ' if r['dpamt'] else 'off'}: "
-        if bad:
-            lines.append(tag + "violates " + ", ".join(f"{k} ({v}/{r['schedules']} schedules)" for k, v in bad.items()))
+    for b in rows:
+        m = b.metrics
+        tag = f"  {b.variant.name:<16} DPAMT {_mode(b.dpamt):<3}: "
+        v = b.verdict
+        if v.kind == VIOLATED:
+            lines.append(tag + "violates " + ", ".join(f"{k} ({n}/{b.done} schedules)" for k, n in b.counts.items()))
+        elif v.kind == BOUNDED:
+            lines.append(tag + f"NOT shown safe: {v.why}")
         else:
-            lines.append(tag + f"safe in {r['schedules']} schedules; reclaimed S-EPT pages held "
-                         f"{m['retained_page_steps_mean']} page-steps per schedule before being freed")
+            lines.append(tag + f"safe in {b.done} schedules; reclaimed S-EPT pages held "
+                         f"{round(m.get('retained_page_steps', 0) / b.done, 3)} page-steps per schedule before "
+                         "being freed")
     return "\n".join(lines)
 
 
@@ -285,46 +417,61 @@ def _verdict(rows: list[dict[str, Any]]) -> str:
 @click.option("--exhaustive", is_flag=True, help="No preemption bound: explore every schedule (a proof when it completes).")
 @click.option("--strategy", type=click.Choice(["bfs", "dfs"]), default="bfs", show_default=True,
               help="bfs: the first counterexample is a shortest one; dfs: faster, less memory.")
-@click.option("--max-steps", type=click.IntRange(1), help="Depth bound in steps (bounded: not a proof).")
-@click.option("--preemptions", type=click.IntRange(0), help="CHESS preemption bound (default 2 without --exhaustive).")
+@click.option("--max-steps", type=click.IntRange(1, 10**9), help="Depth bound in steps (bounded: not a proof).")
+@click.option("--preemptions", type=click.IntRange(0, 10**4), help="CHESS preemption bound (default 2 without "
+              "--exhaustive).")
 @click.option("--por", type=click.Choice(["on", "off"]), default="on", show_default=True,
               help="Partial-order reduction (sleep sets over certified-independent steps).")
 @click.option("--full", is_flag=True, help="Explore the scenario as written, not its small check configuration.")
 @click.option("--full-states", is_flag=True, help="Store canonical states instead of 64-bit fingerprints.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a top-level scenario key.")
-@click.option("--time-limit", type=click.FloatRange(0, min_open=True), help="Stop after this many seconds (bounded).")
+@click.option("--time-limit", type=click.FloatRange(0, 10**8, min_open=True),
+              help="Stop after this many seconds of this invocation (bounded).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="Write a checkpoint here periodically.")
-@click.option("--checkpoint-every", default=30.0, show_default=True, type=click.FloatRange(0.01), help="Seconds between checkpoints.")
+@click.option("--checkpoint-every", default=30.0, show_default=True, type=click.FloatRange(0.01, 10**8),
+              help="Seconds between checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint.")
+@click.option("--overwrite-checkpoint", is_flag=True, help="Start a new search even if --checkpoint exists.")
 @click.option("--coverage", "show_coverage", is_flag=True, help="Print what the search reached (SEAMCALL x entry state, steps, events).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
 @click.option("--trace-dir", default="septlab-traces", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: str, max_steps: int | None,
           preemptions: int | None, por: str, full: bool, full_states: bool, sets: tuple[str, ...],
           time_limit: float | None, checkpoint: Path | None, checkpoint_every: float, resume: bool,
-          show_coverage: bool, json_out: Path | None, trace_dir: Path) -> None:
+          overwrite_checkpoint: bool, show_coverage: bool, json_out: Path | None, trace_dir: Path) -> None:
     """Explore every schedule of a small configuration: thread order, injected SEAMCALL failures and
-    grace-period ends. Exit 0 if nothing is violated in the explored space, 1 with a (shortest)
-    counterexample, 2 on bad input. Say --exhaustive for a proof; otherwise preemptions are bounded."""
+    grace-period ends.
+
+    Exit 0 (complete) if every reachable state was explored and nothing is violated -- a proof for
+    that configuration; 1 with a (shortest) counterexample; 4 (bounded) if a preemption, depth or
+    time bound cut the search short -- say --exhaustive for a proof; 2 on bad input; 130 on Ctrl-C
+    (the checkpoint, if any, is written: --resume continues)."""
     from .check.timeline import render_timeline, task_names
     from .explore.exhaustive import CheckOptions, run_check
 
+    if resume and not checkpoint:
+        raise BadInput("--resume needs --checkpoint FILE")
+    for path, what in ((json_out, "--json"), (checkpoint, "--checkpoint")):
+        if path:
+            check_output_path(path, what)
+    check_output_path(trace_dir, "--trace-dir", directory=True)
+    if checkpoint and checkpoint.exists() and not resume and not overwrite_checkpoint:
+        raise BadInput(f"--checkpoint {checkpoint}: exists; --resume to continue it or --overwrite-checkpoint to "
+                       "start over")
     ov = _parse_set(sets)
     scn = load_scenario(scenario, ov, small=not full)
     var = get_variant(variant)
-    if resume and not checkpoint:
-        raise BadInput("--resume needs --checkpoint FILE")
     if preemptions is None and not exhaustive:
         preemptions = 2
     opts = CheckOptions(strategy=strategy, por=por == "on", max_depth=max_steps, preemptions=preemptions,
                         full_states=full_states, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                        resume=resume, time_limit=time_limit)
-    cfg = "as written" if full else ("small configuration" if "check" in scn.data or not full else "")
-    err.print(f"septlab check: scenario {scn.name} ({cfg}), variant {var.name}, DPAMT {'on' if dpamt else 'off'}; "
+                        resume=resume, time_limit=time_limit, overwrite_checkpoint=overwrite_checkpoint)
+    cfg = "as written" if full else "small configuration"
+    err.print(f"septlab check: scenario {scn.name} ({cfg}), variant {var.name}, DPAMT {_mode(dpamt)}; "
               f"{strategy.upper()}, POR {por}, preemptions {'unbounded' if preemptions is None else preemptions}, "
               f"depth {'unbounded' if max_steps is None else max_steps}, "
               f"{'full states' if full_states else '64-bit fingerprints'}")
-    prog = Progress(TextColumn("[bold]exploring"), TextColumn("{task.fields[states]:>9,} states"),
+    prog = Progress(TextColumn("exploring"), TextColumn("{task.fields[states]:>9,} states"),
                     TextColumn("{task.fields[rate]:>7,.0f} states/s"), TextColumn("frontier {task.fields[frontier]:,}"),
                     TextColumn("depth {task.fields[depth]}"), TimeElapsedColumn(), console=err, transient=True,
                     disable=not err.is_terminal)
@@ -334,7 +481,8 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
                                                depth=st.max_depth)
         res = run_check(scn, var, dpamt, opts)
     st = res.stats
-    t = Table(title=f"septlab check: {scn.name} / {var.name} / DPAMT {'on' if dpamt else 'off'}", show_header=False)
+    interrupted = bool(getattr(res, "interrupted", False))
+    t = Table(title=f"septlab check: {scn.name} / {var.name} / DPAMT {_mode(dpamt)}", show_header=False)
     t.add_column("k")
     t.add_column("v", justify="right")
     rows = [("distinct states", f"{st.states:,}"), ("transitions", f"{st.transitions:,}"),
@@ -349,35 +497,42 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
     for k, v in rows:
         t.add_row(k, v)
     out.print(t)
+    if res.violation is not None:
+        verdict = Verdict(VIOLATED, res.violation.invariant, interrupted)
+    elif res.complete:
+        verdict = Verdict("complete")
+    else:
+        verdict = Verdict(BOUNDED, ", ".join(res.bounded_by) or "interrupted", interrupted)
     trace_file = None
+    trace_data: dict[str, Any] = {}
     if res.violation is not None:
         v = res.violation
         full_run = run_schedule(scn, var, dpamt, 0, choices=res.choices, history=True)
         header = trace_header(scn, var, dpamt, 0, scn.fault_rate, ov)
         header["scenario_small"] = not full
-        trace_file = trace_dir / f"check-{scn.name}-{var.name}{'-dpamt' if dpamt else ''}.json"
-        write_json_atomic(trace_file, trace_json(header, full_run))
-        cmd = f"septlab replay {trace_file}"
+        trace_file = _trace_path(trace_dir, "check", scn.name, var.name, "dpamt" if dpamt else "")
+        trace_data = trace_json(header, full_run)
+        cmd = f"septlab replay {trace_file}" + (f" --variant {var.source}" if var.source else "")
         kind = "shortest (BFS)" if strategy == "bfs" else "first found (DFS)"
-        out.print(f"\ncounterexample: {len(res.path)} transitions, {full_run.steps} steps, {kind}", markup=False)
+        out.print(f"\ncounterexample: {len(res.path)} transitions, {full_run.steps} steps, {kind}")
         w = full_run.world
         vv = full_run.violations[0] if full_run.violations else v
-        out.print(render_timeline(full_run.log or [], task_names(w), vv.step), markup=False)  # type: ignore[arg-type]
+        out.print(render_timeline(full_run.log or [], task_names(w), vv.step))  # type: ignore[arg-type]
         out.print(render(vv, w.host, None, cmd,  # type: ignore[union-attr]
-                         f"scenario {scn.name}  variant {var.name}  DPAMT {'on' if dpamt else 'off'}  explorer "
-                         f"check/{strategy}  states {st.states:,}"), markup=False)
-        out.print(f"result: invariant '{v.invariant}' violated; replay: {cmd}", markup=False)
+                         f"scenario {scn.name}  variant {var.name}  DPAMT {_mode(dpamt)}  explorer "
+                         f"check/{strategy}  states {st.states:,}"))
+        out.print(f"result: violated: invariant '{v.invariant}'; replay: {cmd}")
     elif res.complete:
         out.print(f"result: complete: every invariant holds in all {st.states:,} reachable states")
     else:
-        out.print(f"result: bounded ({', '.join(res.bounded_by)}): not a proof; no violation in {st.states:,} states")
+        out.print(f"result: {verdict}: not a proof; no violation in {st.states:,} states")
     if show_coverage:
         _print_coverage(res.coverage)
     if json_out:
         write_json_atomic(json_out, {
             "scenario": scn.name, "small_configuration": not full, "variant": var.name, "dpamt": dpamt,
             "strategy": strategy, "por": por == "on", "preemptions": preemptions, "max_steps": max_steps,
-            "complete": res.complete, "bounded_by": res.bounded_by,
+            **verdict.as_json(), "complete": res.complete, "bounded_by": res.bounded_by,
             "stats": {"states": st.states, "transitions": st.transitions, "revisits": st.revisits,
                       "pruned_by_por": st.sleep_pruned, "pruned_by_preemption_bound": st.preemption_pruned,
                       "max_depth": st.max_depth, "terminal": st.terminal, "states_per_s": round(st.states_per_s, 1),
@@ -385,8 +540,10 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
                       "steps_executed": st.steps_executed},
             "violation": res.violation.as_json() if res.violation else None,
             "counterexample_transitions": len(res.path) if res.violation else None,
-            "trace": str(trace_file) if trace_file else None, "coverage": res.coverage})
-    sys.exit(1 if res.violation is not None else 0)
+            "trace": str(trace_file) if trace_file else None, "coverage": res.coverage}, "--json")
+    if trace_file is not None:
+        write_json_atomic(trace_file, trace_data, "trace")
+    sys.exit(verdict.exit_code)
 
 
 def _print_coverage(cov: dict[str, Any]) -> None:
@@ -401,27 +558,29 @@ def _print_coverage(cov: dict[str, Any]) -> None:
     seen = {r["leaf"] for r in cov["seamcall_entry_state"]}
     never = [n for n in E.LEAF_NAMES.values() if n not in seen and n not in ("TDH.MEM.PAGE.DEMOTE", "TDH.MR.EXTEND",
                                                                              "TDH.MNG.INIT")]
-    out.print("SEAMCALLs never reached: " + (", ".join(never) or "none"), markup=False)
-    out.print("events reached: " + ", ".join(f"{k} ({v:,})" for k, v in cov["events"].items()), markup=False)
+    out.print("SEAMCALLs never reached: " + (", ".join(never) or "none"))
+    out.print("events reached: " + ", ".join(f"{k} ({v:,})" for k, v in cov["events"].items()))
 
 
 @cli.command()
 def variants() -> None:
     """List designs and bug-* mutants with one-line descriptions."""
     t = Table(title="variants (add your own: --variant path/to/file.py, or the septlab.variants entry point)")
-    t.add_column("name")
+    t.add_column("name", no_wrap=True)
     t.add_column("kind")
     t.add_column("description")
     for v in registry().values():
         t.add_row(v.name, v.kind, v.description)
     out.print(t)
+    for w in REGISTRY_WARNINGS:
+        err.print(f"septlab: warning: {w}")
 
 
 @cli.command()
 def scenarios() -> None:
     """List built-in scenarios (or pass your own YAML file to --scenario)."""
     t = Table(title="built-in scenarios")
-    t.add_column("name")
+    t.add_column("name", no_wrap=True)
     t.add_column("description")
     for n, d in builtin_descriptions():
         t.add_row(n, d)
@@ -431,8 +590,9 @@ def scenarios() -> None:
 @cli.command()
 def invariants() -> None:
     """List the invariants by their stable names."""
-    t = Table(title="invariants")
-    t.add_column("name")
+    t = Table(title="invariants", caption="labels like (f.5) are sections of docs/facts.md, the kernel and TDX-module "
+              "facts septlab models")
+    t.add_column("name", no_wrap=True)
     t.add_column("rule")
     t.add_column("kernel")
     for i in INVARIANTS.values():
@@ -440,23 +600,42 @@ def invariants() -> None:
     out.print(t)
 
 
-def main() -> None:
+USER_ERRORS = (ScenarioError, VariantError, TraceError, BadInput, CheckpointError, OutputError)
+
+
+def _fail(code: int, msg: str) -> None:
+    err.print(f"septlab: {'error' if code == EXIT_BAD_INPUT else 'internal error'}: {msg}")
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The error boundary: every failure is one line and a status that says whose it is (see verdict.py)."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
-        err.print("septlab: aborted")
-        sys.exit(130)
+        err.print("septlab: interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        err.print("septlab: interrupted")
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as e:
-        err.print(f"septlab: error: {e.format_message()}", markup=False)
-        sys.exit(2)
-    except (ScenarioError, VariantError, TraceError, BadInput, CheckpointError) as e:
-        err.print(f"septlab: error: {e}", markup=False)
-        sys.exit(2)
+        _fail(EXIT_BAD_INPUT, e.format_message())
+    except USER_ERRORS as e:
+        _fail(EXIT_BAD_INPUT, str(e))
+    except ReplayDivergence as e:
+        _fail(EXIT_BAD_INPUT, f"the recorded schedule does not replay: {e}")
+    except MemoryError:
+        _fail(EXIT_BAD_INPUT, "out of memory: the scenario is too large for this machine (lower memory, "
+                              "--schedules, or the check bounds)")
+    except OSError as e:
+        _fail(EXIT_BAD_INPUT, f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
     except SystemExit:
         raise
-    except RuntimeError as e:
-        err.print(f"septlab: internal error: {e}", markup=False)
-        sys.exit(3)
-
+    except BaseException as e:  # noqa: BLE001 -- the boundary: a septlab bug is still one line, exit 3
+        if os.environ.get("SEPTLAB_DEBUG"):
+            traceback.print_exc()
+        where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+        loc = f" (at {Path(where.filename).name}:{where.lineno})" if where else ""
+        _fail(EXIT_INTERNAL, f"{type(e).__name__}: {e}{loc}; SEPTLAB_DEBUG=1 shows the traceback")

@@ -69,8 +69,8 @@ def test_bad_traces(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": 1, "scenario": "seed"')
     assert_clean_error(septlab("replay", str(bad)), "bad.json:", "invalid JSON")
-    bad.write_text(json.dumps({"format": 1, "scenario": "seed", "variant": "tdx-free", "dpamt": "yes", "seed": 0,
-                               "choices": ""}))
+    bad.write_text(json.dumps({"format": 2, "scenario": "seed", "variant": "tdx-free", "dpamt": "yes", "seed": 0,
+                               "choices": "", "digest": "0", "steps": 0}))
     assert_clean_error(septlab("replay", str(bad)), "field 'dpamt'")
     assert_clean_error(septlab("replay", str(tmp_path / "missing.json")), "no such trace")
 
@@ -137,7 +137,7 @@ def test_user_variant_from_file(tmp_path):
     p = septlab("run", "--scenario", "seed", "--variant", str(f), cwd=tmp_path)
     assert p.returncode == 1 and "TDX_TLB_TRACKING_NOT_DONE" in p.stdout
     trace = next((tmp_path / "septlab-traces").glob("*.json"))
-    assert septlab("replay", str(trace)).returncode == 1
+    assert septlab("replay", str(trace), "--variant", str(f)).returncode == 1
     f.write_text("VARIANT = 3\n")
     assert_clean_error(septlab("run", "--scenario", "seed", "--variant", str(f)), "my_variant.py", "VARIANT")
     f.write_text("from septlab.variants import Variant\nVARIANT = Variant('x', 'y', {'no_such_hook': 1})\n")

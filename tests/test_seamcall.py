@@ -2,7 +2,7 @@
 
 Every test checks one precondition (the leaf must fail with the documented completion status and leave the
 module untouched) or one effect (PAMT type/owner, TD lifecycle/op_state, child count, S-EPT entry state, TLB
-epochs). Facts: /work/shared/docs/kernel-tdx-sept.md (a.4)-(a.7), (c.1)-(c.3), (e).
+epochs). Facts: docs/facts.md (a.4)-(a.7), (c.1)-(c.3), (e).
 """
 
 from __future__ import annotations

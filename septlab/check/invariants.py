@@ -1,4 +1,4 @@
-"""The invariants of section (f), each with a stable name, evaluated from the model's probe events.
+"""The invariants of docs/facts.md section (f), each with a stable name, evaluated from the model's probe events.
 
 Kernel debug checks the model already has (KASAN, lockdep, WARN/KVM_BUG_ON/TDX_BUG_ON) arrive as
 `report()` events and are classified here; the rest are checked on the events themselves (a free, a
@@ -150,12 +150,14 @@ class Checker(Probe):
         if r is not None:
             self.metrics.retained_page_steps += self.host.clock - r[0]
             self.metrics.retained_page_gps += self.host.rcu.gp_seq - r[1]
+            self.metrics.sample_retained(self.host.clock, len(self._reclaimed_at))
         self.metrics.sample(self.host.clock, self._in_use() - 1)
 
     def page_reclaimed(self, pfn: int) -> None:
         if self.pages.state(pfn) == EXTERNAL_SPT:
             self._reclaimed_at[pfn] = (self.host.clock, self.host.rcu.gp_seq)
             self.metrics.sept_pages_reclaimed += 1
+            self.metrics.sample_retained(self.host.clock, len(self._reclaimed_at))
 
     def page_leak(self, pfn: int, why: str) -> None:
         m = self.metrics

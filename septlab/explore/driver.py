@@ -1,28 +1,35 @@
-"""Run drivers: one seeded schedule, many schedules, replay of a trace; trace files.
+"""Run drivers: one seeded schedule, a batch of schedules, replay of a trace; trace files.
 
-A trace is JSON: a header (septlab version, scenario source + digest + overrides, variant, DPAMT,
-seed, fault rate) and the choice list, plus the violations and metrics it produced so that a replay
-can assert it reproduced them. Files are written atomically (temp file + rename).
+A trace is data, never code: JSON with a format version, a header (septlab version, scenario source
++ digest + overrides, variant *name*, DPAMT, seed, fault rate), the choice list, the violations and
+metrics it produced (so a replay can assert it reproduced them) and a SHA-256 digest over all of it
+(an edited or truncated trace is refused, not half-replayed). A trace names its variant; a variant
+file is loaded only when the user gives it on the command line. Files are written atomically.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..check.invariants import Checker, Violation
-from ..scenarios import Scenario, load_scenario
+from ..check.invariants import INVARIANTS, Checker, Violation
+from ..metrics.metrics import merge
+from ..outputs import printable
+from ..outputs import write_json_atomic as write_json_atomic
+from ..scenarios import Scenario, builtin_names, load_scenario
 from ..scenarios.world import World, build_world
-from ..variants import Variant, get_variant
+from ..variants import Variant, VariantError, get_variant
 from .choosers import RandomChooser, ReplayChooser
-from .runtime import Runtime
+from .runtime import ReplayDivergence, Runtime
+from .verdict import Verdict, batch_verdict, schedule_verdict
 
-TRACE_FORMAT = 1
+TRACE_FORMAT = 2
+TRACE_MAX_BYTES = 64 << 20  # a trace is a choice list: 64 MiB is ~10^7 choices
 
 
 class TraceError(Exception):
@@ -43,12 +50,16 @@ class RunResult:
     log: list[tuple[int, str, str]] | None = None
     world: World | None = field(default=None, repr=False)
     checker: Checker | None = field(default=None, repr=False)
+    verdict: Verdict = field(default_factory=lambda: Verdict("complete"))
 
 
 def run_schedule(scn: Scenario, variant: Variant, dpamt: bool, seed: int, *, fault_rate: float | None = None,
                  choices: list[tuple[int, int]] | None = None, history: bool | None = None,
-                 stop_on_fatal: bool = True) -> RunResult:
-    """One schedule: seeded random choices, or a recorded choice list."""
+                 stop_on_fatal: bool = True, tick: Callable[[int], None] | None = None) -> RunResult:
+    """One schedule: seeded random choices, or a recorded choice list.
+
+    A schedule cut off by the scenario's `max_steps` is `bounded`: the end-of-run invariants (leaks,
+    PAMT balance, deadlock) cannot be evaluated on a run that has not ended, so it is never a pass."""
     checker = Checker(stop_on_fatal=stop_on_fatal)
     world = build_world(scn, variant, dpamt, checker, history)
     checker.attach(world)
@@ -57,72 +68,186 @@ def run_schedule(scn: Scenario, variant: Variant, dpamt: bool, seed: int, *, fau
     rt = Runtime(world.host, world.threads, chooser, scn.faults, scn.max_steps, scn.max_faults)
     if world.host.history is not None:
         rt.log = []
+    rt.tick = tick
     out = rt.run()
     checker.finish(out.status, out.steps, out.blocked)
+    verdict = schedule_verdict(out.status, (v.invariant for v in checker.violations), scn.max_steps)
     return RunResult(seed, out.status, out.steps, out.choices, checker.violations, checker.metrics.as_json(),
-                     checker.metrics.series, len(checker.expected), out.crash, rt.log, world, checker)
+                     checker.metrics.series, len(checker.expected), out.crash, rt.log, world, checker, verdict)
+
+
+class ModelCrash(Exception):
+    """The model raised inside a schedule (a septlab bug, or an exception in a variant's hook): exit 3."""
+
+
+@dataclass
+class Batch:
+    """N schedules of one (scenario, variant, DPAMT), summarised as they finish: memory stays flat in N."""
+
+    scenario: Scenario
+    variant: Variant
+    dpamt: bool
+    seed: int
+    total: int
+    done: int = 0
+    bounded: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # invariant -> schedules violating it
+    metrics: dict[str, Any] = field(default_factory=dict)
+    first_bad: RunResult | None = None
+    first_series: list[tuple[int, int]] | None = None
+    retained_series: list[list[tuple[int, int]]] = field(default_factory=list)
+    interrupted: bool = False
+
+    def add(self, r: RunResult) -> None:
+        self.done += 1
+        for name in sorted({v.invariant for v in r.violations}):
+            self.counts[name] = self.counts.get(name, 0) + 1
+        if r.status == "step-bound":
+            self.bounded += 1
+        self.metrics = merge([self.metrics, r.metrics]) if self.metrics else merge([r.metrics])
+        if self.first_series is None:
+            self.first_series = r.series
+        if r.checker is not None and len(self.retained_series) < 64:
+            self.retained_series.append(r.checker.metrics.retained_series)
+        if r.violations and self.first_bad is None:
+            r.world = r.checker = None
+            self.first_bad = r
+
+    @property
+    def verdict(self) -> Verdict:
+        return batch_verdict(self.total, self.done, self.bounded, self.counts, self.interrupted,
+                             f"the step bound (max_steps {self.scenario.max_steps})")
+
+    def violation_counts(self) -> dict[str, int]:
+        """Every invariant by stable name, 0 where none was violated (stable JSON shape)."""
+        return {k: self.counts.get(k, 0) for k in INVARIANTS}
+
+
+def run_batch(scn: Scenario, variant: Variant, dpamt: bool, seed: int, schedules: int, *,
+              fault_rate: float | None = None, history: bool | None = False,
+              on_schedule: Callable[[Batch], None] | None = None,
+              tick: Callable[[int], None] | None = None) -> Batch:
+    """Seeds seed..seed+N-1, one after another; Ctrl-C stops between steps and keeps what finished."""
+    b = Batch(scn, variant, dpamt, seed, schedules)
+    try:
+        for i in range(schedules):
+            r = run_schedule(scn, variant, dpamt, seed + i, fault_rate=fault_rate, history=history, tick=tick)
+            if r.status == "crash":
+                raise ModelCrash(f"model crashed in schedule seed={seed + i} ({variant.name}, DPAMT "
+                                 f"{'on' if dpamt else 'off'}): {r.crash.splitlines()[-1] if r.crash else '?'}")
+            b.add(r)
+            if on_schedule is not None:
+                on_schedule(b)
+    except KeyboardInterrupt:
+        b.interrupted = True
+    return b
 
 
 def trace_header(scn: Scenario, variant: Variant, dpamt: bool, seed: int, fault_rate: float,
                  overrides: dict[str, str]) -> dict[str, Any]:
     return {"septlab": __version__, "format": TRACE_FORMAT, "scenario": scn.source,
             "scenario_digest": scn.digest, "set": dict(sorted(overrides.items())), "variant": variant.name,
-            "variant_source": variant.source, "dpamt": dpamt, "seed": seed,
+            "variant_file": Path(variant.source).name if variant.source else None, "dpamt": dpamt, "seed": seed,
             "fault_rate": fault_rate}
 
 
+def _digest(obj: dict[str, Any]) -> str:
+    body = {k: v for k, v in obj.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def trace_json(header: dict[str, Any], res: RunResult) -> dict[str, Any]:
-    return {**header, "status": res.status, "steps": res.steps,
-            "violations": [v.as_json() for v in res.violations], "metrics": res.metrics,
-            "choices": ".".join(f"{n}:{i}" for n, i in res.choices)}
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    out = {**header, "status": res.status, "result": str(res.verdict), "steps": res.steps,
+           "violations": [v.as_json() for v in res.violations], "metrics": res.metrics,
+           "choices": ".".join(f"{n}:{i}" for n, i in res.choices)}
+    out["digest"] = _digest(out)
+    return out
 
 
 def load_trace(path: Path) -> tuple[dict[str, Any], list[tuple[int, int]]]:
+    """Read and validate a trace: data only, every field typed, the digest intact."""
+    where = printable(path)
+    if path.is_dir():
+        raise TraceError(f"{where}: is a directory, not a trace file")
     try:
+        size = path.stat().st_size
+        if size > TRACE_MAX_BYTES:
+            raise TraceError(f"{where}: {size} bytes: larger than a trace can be ({TRACE_MAX_BYTES >> 20} MiB)")
         data = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        raise TraceError(f"{path}: no such trace file") from None
+        raise TraceError(f"{where}: no such trace file") from None
+    except OSError as e:
+        raise TraceError(f"{where}: cannot read: {e.strerror or e}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         line = getattr(e, "lineno", 1)
-        raise TraceError(f"{path}:{line}: not a septlab trace (invalid JSON: {getattr(e, 'msg', e)})") from None
+        raise TraceError(f"{where}:{line}: not a septlab trace (invalid JSON: {printable(getattr(e, 'msg', e))})") from None
+    except (RecursionError, MemoryError, ValueError) as e:
+        raise TraceError(f"{where}: not a septlab trace ({type(e).__name__})") from None
     if not isinstance(data, dict):
-        raise TraceError(f"{path}:1: not a septlab trace (top level is not an object)")
-    for k, typ in (("format", int), ("scenario", str), ("variant", str), ("dpamt", bool), ("seed", int),
-                   ("choices", str)):
-        if not isinstance(data.get(k), typ):
-            raise TraceError(f"{path}: field {k!r}: missing or not {typ.__name__}")
+        raise TraceError(f"{where}:1: not a septlab trace (top level is not an object)")
+    if not isinstance(data.get("format"), int) or isinstance(data.get("format"), bool):
+        raise TraceError(f"{where}: field 'format': missing or not int")
     if data["format"] != TRACE_FORMAT:
-        raise TraceError(f"{path}: field 'format': trace format {data['format']}, this septlab reads {TRACE_FORMAT}")
+        raise TraceError(f"{where}: field 'format': trace format {data['format']}, this septlab reads {TRACE_FORMAT}")
+    for k, typ in (("scenario", str), ("variant", str), ("dpamt", bool), ("seed", int), ("choices", str),
+                   ("digest", str), ("steps", int)):
+        v = data.get(k)
+        if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+            raise TraceError(f"{where}: field {k!r}: missing or not {typ.__name__}")
+    if not isinstance(data.get("set", {}), dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.get("set", {}).items()):
+        raise TraceError(f"{where}: field 'set': must map scenario keys to strings, like --set KEY=VALUE")
+    if not isinstance(data.get("violations", []), list) or not all(
+            isinstance(v, dict) and isinstance(v.get("invariant"), str) for v in data.get("violations", [])):
+        raise TraceError(f"{where}: field 'violations': must be a list of objects with an 'invariant'")
+    if not isinstance(data.get("metrics", {}), dict):
+        raise TraceError(f"{where}: field 'metrics': must be an object")
+    if not isinstance(data.get("scenario_small", False), bool):
+        raise TraceError(f"{where}: field 'scenario_small': must be true or false")
+    if data["digest"] != _digest(data):
+        raise TraceError(f"{where}: field 'digest': does not match the contents: the trace was edited or truncated")
     try:
         choices = [tuple(int(x) for x in c.split(":")) for c in data["choices"].split(".") if c]
-        if any(len(c) != 2 for c in choices):
+        if any(len(c) != 2 or not 0 <= c[1] < c[0] for c in choices):
             raise ValueError
     except ValueError:
-        raise TraceError(f"{path}: field 'choices': expected n:i pairs separated by dots") from None
+        raise TraceError(f"{where}: field 'choices': expected n:i pairs (0 <= i < n) separated by dots") from None
     return data, choices  # type: ignore[return-value]
 
 
-def replay_trace(path: Path) -> tuple[dict[str, Any], RunResult]:
+def replay_trace(path: Path, variant_file: str | None = None,
+                 scenario: str | None = None) -> tuple[dict[str, Any], RunResult]:
+    """Re-run a trace's schedule. Its variant is looked up by name; a user's variant file is loaded only
+    if given here (from the command line), and must carry the name the trace recorded."""
     data, choices = load_trace(path)
-    overrides = {str(k): str(v) for k, v in (data.get("set") or {}).items()}
-    scn = load_scenario(data["scenario"], overrides, small=bool(data.get("scenario_small", False)))
+    where = printable(path)
+    if scenario is None and data["scenario"] not in builtin_names() and \
+            not data["scenario"].endswith((".yaml", ".yml")):
+        raise TraceError(f"{where}: field 'scenario': {printable(data['scenario'])!r} is neither a built-in nor a "
+                         ".yaml file; a trace only names scenario files (pass --scenario FILE to choose one)")
+    scn = load_scenario(scenario or data["scenario"], dict(data.get("set") or {}),
+                        small=bool(data.get("scenario_small", False)))
     if data.get("scenario_digest") and data["scenario_digest"] != scn.digest:
-        raise TraceError(f"{path}: field 'scenario_digest': scenario {data['scenario']} changed since the "
+        raise TraceError(f"{where}: field 'scenario_digest': scenario {printable(data['scenario'])} changed since the "
                          "trace was recorded; the replay would not be the same run")
-    variant = get_variant(data.get("variant_source") or data["variant"])
-    res = run_schedule(scn, variant, data["dpamt"], data["seed"], choices=choices, history=True)
+    if variant_file is not None:
+        variant = get_variant(variant_file)
+        if variant.name != data["variant"]:
+            raise TraceError(f"{where}: field 'variant': the trace was recorded with {printable(data['variant'])!r}, "
+                             f"{printable(variant_file)} defines {variant.name!r}")
+    else:
+        try:
+            variant = get_variant(data["variant"], allow_files=False)
+        except VariantError:
+            hint = f" (it was loaded from a file named {printable(data.get('variant_file'))})" if data.get(
+                "variant_file") else ""
+            raise TraceError(f"{where}: field 'variant': {printable(data['variant'])!r} is not a built-in variant"
+                             f"{hint}; a trace never loads code: pass --variant FILE.py") from None
+    try:
+        res = run_schedule(scn, variant, data["dpamt"], data["seed"], choices=choices, history=True)
+    except ReplayDivergence as e:
+        raise TraceError(f"{where}: does not replay on this model: {e}") from None
+    if len(res.choices) != len(choices):
+        raise TraceError(f"{where}: does not replay on this model: the run ended after {len(res.choices)} of the "
+                         f"trace's {len(choices)} choices (the model, scenario or septlab version differs)")
     return data, res

@@ -114,7 +114,9 @@ class Executor:
             t.task.done = True
         except Stop:
             self.stopped = True
-        except Exception as e:  # a model crash: say where, keep the choice path (the CLI exits 3)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # a model crash (or sys.exit in a hook): say where, keep the path (exit 3)
             raise RuntimeError(f"model crashed in {t.task.name} at step #{self.step - 1} ({op.what}): "
                                f"{type(e).__name__}: {e}") from e
         return info

@@ -8,25 +8,55 @@ scenario's fault model allows; grace-period ends are steps of the RCU task.
 
 Reductions, each behind a flag:
 - state caching (always): a state reached again is not re-expanded;
-- POR (`--por on`): sleep sets over steps whose footprint is certified. An RCU grace-period end touches
+- POR (`--por on`, DFS): sleep sets over steps whose footprint is certified. An RCU grace-period end touches
   only RCU state, and every access to RCU state goes through host/rcu.py, which counts it; so a
   grace-period end is independent of any step of another task that did not touch RCU state, and is not
   re-explored after such a step. Sound by construction; the differential test compares against --por off.
-- preemption bounding (`--preemptions K`, CHESS): at most K switches away from a runnable task.
-  Bounded searches, like depth-bounded ones, are reported as "bounded: not a proof".
+- preemption bounding (`--preemptions K`, CHESS, DFS and BFS): at most K switches away from a runnable task.
+  Every search node carries (preemptions used, last task); a state reached again with more preemptions left
+  than when it was expanded is expanded again. Bounded searches, like depth-bounded ones, are reported as
+  "bounded: not a proof".
+
+Checkpoints (`--checkpoint`, `--resume`) are data only, never pickle, so a crafted file cannot run code.
+Format 2, all integers little-endian:
+
+    SEPTLAB-CHECKPOINT 2\\n                           magic line (format version)
+    {"header": {...}, "sections": [...]}\\n           envelope: one JSON line, at most 1 MiB
+    section payloads, back to back                   sizes as declared in the envelope
+    SHA-256 of every byte above (32 bytes)           truncation, bit flips and edits are detected
+
+The header names the check (scenario source and digest, variant, DPAMT, strategy, POR, bounds, state mode);
+a checkpoint of another check is refused before its body is read. Sections, in this fixed order, each
+zlib-compressed or stored raw: `doc` (JSON: stats, persisted bounds, found invariants, coverage, the DFS
+stack), `visited` (uint64 fingerprints), `visited_states` (JSON, full-state mode: the states hash-consed,
+every distinct sub-tuple stored once), the preemption budgets and POR sleep marks (uint64 keys, int64/uint8
+values) and the BFS frontier and tree (int64 parents, task ids and preemption counts, uint64 injected error
+codes). Loading checks the declared sizes against the file and a decompression ratio cap before
+allocating, verifies the digest, then checks every field's type and range (a bad one is a one-line
+CheckpointError naming the file and the field).
+
+Interruption: `CheckOptions.should_stop` is polled like the time limit; a KeyboardInterrupt inside the
+search rolls the current step back (journaled inserts into the visited set, budgets, stats, coverage), so
+the final checkpoint is exactly resumable, and the partial result comes back with `interrupted=True`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import math
 import os
-import pickle
-import tempfile
+import secrets
 import time
+import zlib
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import numpy as np
 
 from ..scenarios import Scenario
 from ..tdx_module import errno as E
@@ -35,11 +65,29 @@ from .executor import Executor, Transition
 from .fpset import FingerprintSet, FullStateSet
 from .state import fingerprint
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+MAGIC = b"SEPTLAB-CHECKPOINT 2\n"
+_MAGIC_STEM = b"SEPTLAB-CHECKPOINT "
+_MAX_ENVELOPE = 1 << 20  # bytes of the envelope line
+_MAX_RATIO = 1100  # zlib cannot expand more than ~1032:1; a larger declared raw size is a lie
+_MAX_NESTING = 64  # full states nest ~12 deep
+_CHUNK = 1 << 20
+_U64 = (1 << 64) - 1
+# The sections in file order and what each holds: "json" or a numpy dtype. Random fingerprints do not
+# compress, so those arrays are stored raw; everything else goes through zlib (level 1: fast).
+_SECTIONS: tuple[tuple[str, str], ...] = (
+    ("doc", "json"), ("visited", "<u8"), ("visited_states", "json"),
+    ("budget_keys", "<u8"), ("budget_vals", "<i8"), ("asleep_keys", "<u8"), ("asleep_vals", "|u1"),
+    ("frontier", "<i8"), ("tree_parent", "<i8"), ("tree_tid", "<i8"), ("tree_err", "<u8"), ("tree_pre", "<i8"),
+)
+_RAW = {"visited", "budget_keys", "asleep_keys"}
+# Bounds of one invocation, not of the search space: never persisted, or a resumed search could not complete.
+_RUN_BOUNDS = {"time limit", "interrupted"}
+_NODE_KEYS = ("trs", "i", "sleep", "pre", "last", "chosen", "done", "gp", "last_enabled")
 
 
 class CheckpointError(Exception):
-    """A checkpoint that does not belong to this check (exit status 2)."""
+    """A checkpoint that does not belong to this check, is damaged, or would be clobbered (exit status 2)."""
 
 
 @dataclass
@@ -53,8 +101,10 @@ class CheckOptions:
     checkpoint: Path | None = None
     checkpoint_every: float = 30.0
     resume: bool = False
-    time_limit: float | None = None
+    overwrite_checkpoint: bool = False  # a new check may replace an existing checkpoint file
+    time_limit: float | None = None  # seconds of this invocation (a resumed search gets its own budget)
     progress: Callable[["CheckStats"], None] | None = None
+    should_stop: Callable[[], bool] | None = None  # polled like the time limit; True ends the search, "interrupted"
 
 
 @dataclass
@@ -69,7 +119,7 @@ class CheckStats:
     max_depth: int = 0
     frontier: int = 0
     steps_executed: int = 0
-    elapsed: float = 0.0
+    elapsed: float = 0.0  # across resumes
     resumed_from: int = 0
     checkpoints: int = 0
 
@@ -90,32 +140,355 @@ class CheckResult:
     bytes_per_state: float = 0.0
     visited_bytes: int = 0
     found: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False  # stopped by should_stop or a KeyboardInterrupt (bounded_by has "interrupted")
 
 
 class Coverage:
-    """Which SEAMCALL x entry-state x outcome, which kernel steps and which events a search reached."""
+    """Which SEAMCALL x entry-state x outcome, which kernel steps and which events a search reached.
+
+    Every count is journaled until the explorer's current step commits, so an interrupted step's counts
+    can be taken back (the resumed search counts that step again)."""
 
     def __init__(self) -> None:
         self.seamcalls: dict[tuple[str, str, str], int] = {}
         self.steps: dict[str, int] = {}
         self.events: dict[str, int] = {}
+        self.journal: list[tuple[dict[Any, int], Any]] = []
+
+    def _inc(self, d: dict[Any, int], k: Any) -> None:
+        self.journal.append((d, k))
+        d[k] = d.get(k, 0) + 1
 
     def note_step(self, what: str) -> None:
-        self.steps[what] = self.steps.get(what, 0) + 1
+        self._inc(self.steps, what)
 
     def note_seamcall(self, leaf: int, state: str, outcome: str) -> None:
-        k = (E.leaf_name(leaf), state, outcome)
-        self.seamcalls[k] = self.seamcalls.get(k, 0) + 1
+        self._inc(self.seamcalls, (E.leaf_name(leaf), state, outcome))
 
     def note_event(self, ev: str) -> None:
-        self.events[ev] = self.events.get(ev, 0) + 1
+        self._inc(self.events, ev)
+
+    def rollback(self) -> None:
+        for d, k in reversed(self.journal):
+            n = d.get(k)
+            if n is not None:
+                if n <= 1:
+                    del d[k]
+                else:
+                    d[k] = n - 1
+        self.journal.clear()
 
     def as_json(self) -> dict[str, Any]:
         return {"seamcall_entry_state": [{"leaf": a, "entry_state": b, "outcome": c, "count": n}
                                          for (a, b, c), n in sorted(self.seamcalls.items())],
                 "steps": dict(sorted(self.steps.items())), "events": dict(sorted(self.events.items()))}
 
+    def to_doc(self) -> dict[str, Any]:
+        """Checkpoint form: plain lists and string-keyed dicts."""
+        return {"seamcalls": [[a, b, c, n] for (a, b, c), n in sorted(self.seamcalls.items())],
+                "steps": dict(sorted(self.steps.items())), "events": dict(sorted(self.events.items()))}
 
+
+# --- checkpoint encoding -------------------------------------------------------------------------------
+def _short(v: Any) -> str:
+    r = repr(v).replace("\n", " ")
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+class _Fields:
+    """Type and range checks for a decoded checkpoint: every value is checked before use, so a damaged or
+    crafted file fails here with a one-line error naming the field, never later inside the model."""
+
+    def __init__(self, path: Path, nthreads: int | None, errors: set[int] | None):
+        self.path = path
+        self.nthreads = nthreads
+        self.errors = errors
+
+    def fail(self, where: str, why: str) -> NoReturn:
+        raise CheckpointError(f"{self.path}: {where}: {why}")
+
+    def integer(self, v: Any, where: str, lo: int | None = None, hi: int | None = None) -> int:
+        if type(v) is not int or (lo is not None and v < lo) or (hi is not None and v > hi):
+            rng = f" in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+            self.fail(where, f"expected an integer{rng}, got {_short(v)}")
+        return v
+
+    def boolean(self, v: Any, where: str) -> bool:
+        if type(v) is not bool:
+            self.fail(where, f"expected true or false, got {_short(v)}")
+        return v
+
+    def string(self, v: Any, where: str) -> str:
+        if type(v) is not str:
+            self.fail(where, f"expected a string, got {_short(v)}")
+        return v
+
+    def array(self, v: Any, where: str) -> list[Any]:
+        if type(v) is not list:
+            self.fail(where, f"expected a list, got {_short(v)}")
+        return v
+
+    def obj(self, v: Any, where: str, keys: Collection[str] | None = None) -> dict[str, Any]:
+        if type(v) is not dict:
+            self.fail(where, f"expected an object, got {_short(v)}")
+        if keys is not None and set(v) != set(keys):
+            extra, missing = sorted(set(v) - set(keys)), sorted(set(keys) - set(v))
+            self.fail(where, f"fields differ (unexpected {extra}, missing {missing})")
+        return v
+
+    def counts(self, v: Any, where: str) -> dict[str, int]:
+        d = self.obj(v, where)
+        for k, n in d.items():
+            self.integer(n, f"{where}[{k!r}]", 1)
+        return d
+
+    def transition(self, v: Any, where: str) -> Transition:
+        if type(v) is not list or len(v) != 2:
+            self.fail(where, f"expected a transition [task, injected error], got {_short(v)}")
+        tid = self.integer(v[0], f"{where}.task", 0, None if self.nthreads is None else self.nthreads - 1)
+        err = self.integer(v[1], f"{where}.error", 0, _U64)
+        if self.errors is not None and err not in self.errors:
+            self.fail(f"{where}.error", f"{err:#x} is not in this scenario's fault model")
+        return (tid, err)
+
+    def opt_transition(self, v: Any, where: str) -> Transition | None:
+        return None if v is None else self.transition(v, where)
+
+    def transitions(self, v: Any, where: str) -> list[Transition]:
+        return [self.transition(x, f"{where}[{k}]") for k, x in enumerate(self.array(v, where))]
+
+
+def _strict_json(raw: bytes, where: str, f: _Fields) -> Any:
+    """JSON without NaN/Infinity and without duplicate keys (either would be a sign of a crafted file)."""
+
+    def pairs(kv: list[tuple[str, Any]]) -> dict[str, Any]:
+        d = dict(kv)
+        if len(d) != len(kv):
+            raise ValueError("duplicate key")
+        return d
+
+    def no_constants(c: str) -> Any:
+        raise ValueError(f"{c} is not allowed")
+
+    try:
+        return json.loads(raw, object_pairs_hook=pairs, parse_constant=no_constants)
+    except RecursionError:
+        f.fail(where, "nested too deeply")
+    except (ValueError, UnicodeDecodeError) as e:
+        f.fail(where, f"not valid JSON ({_short(str(e))})")
+
+
+def _encode_states(states: Iterable[tuple]) -> dict[str, Any]:
+    """Full states, hash-consed: every distinct tuple is one node, listed after the nodes it contains; inside
+    a node, `[k]` refers to node k and anything else is a literal. States of one search share almost all of
+    their sub-tuples (852 boot-teardown states: 3,645 distinct tuples instead of 116,511), so this is far
+    smaller than the states and loads into shared tuples. A sub-tuple is looked up before it is walked, so
+    Python-level work is proportional to the distinct nodes; equal sub-tuples are one node."""
+    memo: dict[Any, int] = {}
+    nodes: list[list[Any]] = []
+
+    def node(t: tuple) -> int:
+        k = memo.get(t)
+        if k is None:
+            items = [[node(x)] if type(x) is tuple else x for x in t]
+            k = memo[t] = len(nodes)
+            nodes.append(items)
+        return k
+
+    roots = []
+    for st in states:  # distinct already: no memo lookup (hashing a whole state is the expensive part)
+        if type(st) is not tuple:
+            raise TypeError(f"full-state checkpoints need tuple states, not {type(st).__name__}")
+        items = [[node(x)] if type(x) is tuple else x for x in st]  # children first: they get lower indices
+        roots.append(len(nodes))
+        nodes.append(items)
+    return {"nodes": nodes, "states": roots}
+
+
+def _decode_states(doc: Any, f: _Fields) -> list[tuple]:
+    """Rebuild hash-consed states without recursion: a reference must point to an earlier node (so there are
+    no cycles) and nesting is capped (hashing a deeply nested tuple recurses in C)."""
+    d = f.obj(doc, "visited_states", ("nodes", "states"))
+    nodes: list[tuple] = []
+    depth: list[int] = []
+    for k, items in enumerate(f.array(d["nodes"], "visited_states.nodes")):
+        w = f"visited_states.nodes[{k}]"
+        if type(items) is not list:
+            f.fail(w, f"expected a list, got {_short(items)}")
+        out = []
+        dp = 1
+        for x in items:
+            t = type(x)
+            if t is list:
+                if len(x) != 1 or type(x[0]) is not int or not 0 <= x[0] < k:
+                    f.fail(w, f"bad reference {_short(x)} (must name an earlier node)")
+                out.append(nodes[x[0]])
+                dp = max(dp, depth[x[0]] + 1)
+            elif t is int or t is bool or x is None:
+                out.append(x)
+            else:
+                f.fail(w, f"a state holds {_short(x)} (only integers, booleans and null occur in states)")
+        if dp > _MAX_NESTING:
+            f.fail(w, "nested too deeply")
+        nodes.append(tuple(out))
+        depth.append(dp)
+    n = len(nodes)
+    return [nodes[f.integer(r, f"visited_states.states[{k}]", 0, n - 1)]
+            for k, r in enumerate(f.array(d["states"], "visited_states.states"))]
+
+
+def _write_atomic(path: Path, chunks: list[bytes]) -> None:
+    """Write, fsync and rename over `path`, so a crash or a second Ctrl-C leaves the old file or the new one.
+    The temporary file is created with O_EXCL and mode 0666, which the kernel masks with the umask (and
+    default ACLs), so the checkpoint gets the permissions any other file the user creates would get
+    (mkstemp would make it 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise CheckpointError(f"{path}: cannot create a temporary file next to it")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for c in chunks:
+                fh.write(c)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def write_checkpoint(path: Path, header: dict[str, Any], payload: dict[str, Any]) -> None:
+    """Encode `payload` (one value per section: JSON-able or an array) in format 2 and write it atomically."""
+    datas: list[bytes] = []
+    secs: list[dict[str, Any]] = []
+    for name, typ in _SECTIONS:
+        v = payload[name]
+        if typ == "json":
+            raw = json.dumps(v, separators=(",", ":"), allow_nan=False).encode()
+        else:
+            raw = np.ascontiguousarray(v, dtype=np.dtype(typ)).tobytes()
+        comp = "none" if name in _RAW else "zlib"
+        data = raw if comp == "none" else zlib.compress(raw, 1)
+        secs.append({"name": name, "type": typ, "compression": comp, "bytes": len(data), "raw_bytes": len(raw)})
+        datas.append(data)
+    env = json.dumps({"header": header, "sections": secs}, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+    h = hashlib.sha256(MAGIC)
+    h.update(env)
+    for d in datas:
+        h.update(d)
+    _write_atomic(path, [MAGIC, env, *datas, h.digest()])
+
+
+def read_checkpoint(path: Path, expect_header: dict[str, Any], f: _Fields) -> dict[str, Any]:
+    """Read and verify a format-2 checkpoint: magic, envelope, header (must equal `expect_header`), declared
+    sizes against the file, the SHA-256 digest, then decode each section (JSON parsed strictly, arrays as
+    numpy). Nothing here evaluates code; every size is checked before the bytes are read or inflated."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            magic = fh.read(len(MAGIC))
+            if magic != MAGIC:
+                if magic.startswith(b"\x80"):
+                    f.fail("magic", "not a septlab checkpoint: this is a pickle (format-1 checkpoints and pickles "
+                           "are never loaded, they could run code); start over with --overwrite-checkpoint")
+                if magic.startswith(_MAGIC_STEM):
+                    ver = "".join(c for c in magic[len(_MAGIC_STEM):].decode("ascii", "replace") if c.isalnum())
+                    f.fail("magic", f"checkpoint format {ver or '?'}; this septlab reads format {CHECKPOINT_FORMAT}")
+                f.fail("magic", "not a septlab checkpoint (no 'SEPTLAB-CHECKPOINT 2' line)")
+            line = fh.readline(_MAX_ENVELOPE + 1)
+            if not line.endswith(b"\n") or len(line) > _MAX_ENVELOPE:
+                f.fail("envelope", "missing, cut short or longer than 1 MiB")
+            env = f.obj(_strict_json(line, "envelope", f), "envelope", ("header", "sections"))
+            _check_header(f, env["header"], expect_header)
+            secs = _check_sections(f, env["sections"])
+            expected = len(MAGIC) + len(line) + sum(s["bytes"] for s in secs) + 32
+            if size != expected:
+                f.fail("digest", f"file is {size:,} bytes, its envelope declares {expected:,}: truncated or extended")
+            h = hashlib.sha256(magic)
+            h.update(line)
+            raws: dict[str, bytearray] = {}
+            for s in secs:  # sizes were checked against the file: allocating them is bounded by its size
+                buf = bytearray(s["bytes"])
+                view = memoryview(buf)
+                pos = 0
+                while pos < len(buf):
+                    got = fh.readinto(view[pos:pos + _CHUNK])
+                    if not got:
+                        f.fail("digest", "file ended early: truncated")
+                    pos += got
+                view.release()
+                h.update(buf)
+                raws[s["name"]] = buf
+            if fh.read(33) != h.digest():
+                f.fail("digest", "SHA-256 mismatch: the file was damaged or edited")
+        out: dict[str, Any] = {}
+        for s in secs:
+            name = s["name"]
+            raw: bytes | bytearray = raws.pop(name)
+            if s["compression"] == "zlib":
+                d = zlib.decompressobj()
+                try:
+                    raw = d.decompress(raw, s["raw_bytes"] + 1)
+                except zlib.error as e:
+                    f.fail(name, f"bad zlib data ({e})")
+                if len(raw) != s["raw_bytes"] or not d.eof or d.unconsumed_tail or d.unused_data:
+                    f.fail(name, f"inflates to other than the declared {s['raw_bytes']:,} bytes")
+            elif len(raw) != s["raw_bytes"]:
+                f.fail(name, "raw size differs from the declared one")
+            out[name] = _strict_json(raw, name, f) if s["type"] == "json" else np.frombuffer(raw, np.dtype(s["type"]))
+        return out
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror or type(e).__name__})") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: checkpoint too large to load into memory") from None
+
+
+def _check_header(f: _Fields, got: Any, want: dict[str, Any]) -> None:
+    got = f.obj(got, "header")
+    if set(got) != set(want):
+        f.fail("header", f"checkpoint is for a different check (header fields {sorted(got)})")
+    for k, v in want.items():
+        g = got[k]
+        if type(g) is not type(v) or g != v:
+            f.fail(f"header.{k}", f"checkpoint is for a different check: {_short(g)} in the checkpoint, "
+                   f"{_short(v)} in this one")
+
+
+def _check_sections(f: _Fields, secs: Any) -> list[dict[str, Any]]:
+    secs = f.array(secs, "envelope.sections")
+    if len(secs) != len(_SECTIONS):
+        f.fail("envelope.sections", f"expected {len(_SECTIONS)} sections, got {len(secs)}")
+    for k, ((name, typ), s) in enumerate(zip(_SECTIONS, secs, strict=True)):
+        w = f"envelope.sections[{k}]"
+        s = f.obj(s, w, ("name", "type", "compression", "bytes", "raw_bytes"))
+        if s["name"] != name or s["type"] != typ:
+            f.fail(w, f"expected section {name!r} of type {typ!r}, got {_short(s['name'])} {_short(s['type'])}")
+        comp = "none" if name in _RAW else "zlib"
+        if s["compression"] != comp:
+            f.fail(f"{w}.compression", f"expected {comp!r}, got {_short(s['compression'])}")
+        n = f.integer(s["bytes"], f"{w}.bytes", 0, 1 << 50)
+        raw = f.integer(s["raw_bytes"], f"{w}.raw_bytes", 0, n if comp == "none" else _MAX_RATIO * n + 64)
+        if typ != "json" and raw % np.dtype(typ).itemsize:
+            f.fail(f"{w}.raw_bytes", f"not a whole number of {typ} items")
+    return secs
+
+
+# --- the explorer ----------------------------------------------------------------------------------------
 class Explorer:
     """Search over any executor with: reset(), transitions(), execute(tr), state(), finish(), stopped,
     violations, steps_executed, step, choices, and the optional hooks gp_transition(), step_info(tr)
@@ -132,9 +505,18 @@ class Explorer:
         self.visited: Any = FullStateSet() if opts.full_states else FingerprintSet()
         self.budget: dict[int, int] = {}  # fp -> most preemptions left when expanded (bounded mode)
         self.asleep: dict[int, bool] = {}  # fp -> expanded with the GP step asleep (POR)
+        # BFS tree, one slot per node: parent, transition into it, preemptions used (bounded mode only)
+        self.bfs_parent: list[int] = []
+        self.bfs_tr: list[Transition] = []
+        self.bfs_pre: list[int] = []
+        self._intern: dict[Transition, Transition] = {}
+        self.interrupted = False
+        # undo journal of the step in progress: visited inserts, (dict, key, old value or None)
+        self._undo_keys: list[Any] = []
+        self._undo: list[tuple[dict[int, Any], int, Any]] = []
         self._last_ckpt = time.monotonic()
         self._last_report = 0.0
-        self._t0 = 0.0
+        self._t0 = self._run_t0 = time.monotonic()  # elapsed origin (across resumes), this invocation's start
         if hasattr(ex, "record"):
             ex.record = False  # choice lists are rebuilt for the one path that is reported
 
@@ -142,6 +524,10 @@ class Explorer:
     def _key(self) -> Any:
         st = self.ex.state()
         return st if self.o.full_states else fingerprint(st)
+
+    def _fp(self, key: Any) -> int:
+        """The uint64 key of budgets and sleep marks (the fingerprint, also in full-state mode)."""
+        return fingerprint(key) if self.o.full_states else key
 
     def _gp_transition(self) -> Transition | None:
         f = getattr(self.ex, "gp_transition", None)
@@ -169,7 +555,7 @@ class Explorer:
     def _count_leaf(self) -> None:
         """A terminal state is a state too (SPIN counts end states): count it once, never expand it."""
         self.stats.terminal += 1
-        if self.visited.add(self._key()):
+        if self.visited.add(self._key(), self._undo_keys):
             self.stats.states += 1
 
     def _note_found(self) -> None:
@@ -197,8 +583,52 @@ class Explorer:
         if self.o.checkpoint and now - self._last_ckpt > self.o.checkpoint_every:
             self._save_checkpoint(frontier)
 
-    def _time_up(self) -> bool:
-        return self.o.time_limit is not None and time.monotonic() - self._t0 > self.o.time_limit
+    def _should_end(self, progressed: bool) -> bool:
+        """Polled before every step. The time limit counts from the start of this invocation, and only once
+        it made progress, so `--time-limit T --resume` run repeatedly always advances and finishes."""
+        o = self.o
+        if o.should_stop is not None and o.should_stop():
+            self._interrupt()
+            return True
+        if progressed and o.time_limit is not None and time.monotonic() - self._run_t0 > o.time_limit:
+            self.bounded.add("time limit")
+            return True
+        return False
+
+    def _interrupt(self) -> None:
+        self.interrupted = True
+        self.bounded.add("interrupted")
+
+    def _start(self) -> bool:
+        """Start this invocation's clock; True if it resumes from the checkpoint. A new check refuses to
+        replace an existing checkpoint unless asked to (it may hold days of search)."""
+        self._run_t0 = self._t0 = self._last_ckpt = time.monotonic()
+        refuse_overwrite(self.o)
+        return bool(self.o.resume and self.o.checkpoint and self.o.checkpoint.exists())
+
+    # --- one step as a transaction (a KeyboardInterrupt rolls it back) ------------------------------------
+    def _begin(self) -> tuple[dict[str, Any], dict[str, int]]:
+        self._undo_keys.clear()
+        self._undo.clear()
+        self.cov.journal.clear()
+        return vars(self.stats).copy(), dict(self.found)
+
+    def _rollback(self, stats: dict[str, Any], found: dict[str, int]) -> None:
+        """Undo the uncommitted step: take its new states out of the visited set, restore budgets and sleep
+        marks, stats, found and coverage. The step is then pending again and a resume redoes it."""
+        for key in reversed(self._undo_keys):
+            self.visited.discard(key)
+        self.visited.recount()
+        for d, k, old in reversed(self._undo):
+            if old is None:
+                d.pop(k, None)
+            else:
+                d[k] = old
+        self._undo_keys.clear()
+        self._undo.clear()
+        self.cov.rollback()
+        self.stats.__dict__.update(stats)
+        self.found = found
 
     def _result(self, complete: bool, viol: Any = None, path: list[Transition] | None = None) -> CheckResult:
         s = self.stats
@@ -212,35 +642,39 @@ class Explorer:
         if isinstance(self.visited, FingerprintSet):
             vb = self.visited.nbytes
         else:  # full states: pickled size of a sample (a lower bound of the in-memory size) + set slots
-            import pickle as _p
+            import pickle as _p  # dumps only, for a size estimate; checkpoints never use pickle
             import sys
 
             sample = list(self.visited.s)[:200]
             avg = sum(len(_p.dumps(x, protocol=5)) for x in sample) / max(1, len(sample))
             vb = int(avg * len(self.visited)) + sys.getsizeof(self.visited.s)
         vb += 48 * (len(self.budget) + len(self.asleep))
-        if self.o.strategy == "bfs" and hasattr(self, "bfs_parent"):
-            vb += 16 * len(self.bfs_parent)  # two list slots per state (ints and transitions are shared)
+        vb += 16 * len(self.bfs_parent) + 8 * len(self.bfs_pre)  # list slots (ints and transitions are shared)
         return CheckResult(s, complete and not self.bounded, sorted(self.bounded), viol, path or [], choices,
-                           self.cov.as_json(), vb / max(1, s.states), vb, dict(self.found))
+                           self.cov.as_json(), vb / max(1, s.states), vb, dict(self.found), self.interrupted)
 
     # --- DFS -----------------------------------------------------------------------------------------
     def _admit(self, key: Any, pre_left: int, gp_asleep: bool) -> bool:
-        """Decide whether a reached state must be expanded (state caching + budgets + sleep sets)."""
-        fp = key if not self.o.full_states else hash(key)
-        new = self.visited.add(key)
-        if self.o.preemptions is not None:
+        """Decide whether a reached state must be expanded (state caching + budgets + sleep sets).
+        Every change is journaled so that an interrupted step can be rolled back."""
+        o = self.o
+        fp = self._fp(key)
+        new = self.visited.add(key, self._undo_keys)
+        if o.preemptions is not None:
             old = self.budget.get(fp)
             if old is not None and old >= pre_left and not new:
-                if not (self.o.por and self.asleep.get(fp) and not gp_asleep):
+                if not (o.por and self.asleep.get(fp) and not gp_asleep):
                     return False
+            self._undo.append((self.budget, fp, old))
             self.budget[fp] = max(pre_left, old if old is not None else -1)
         elif not new:
-            if self.o.por and self.asleep.get(fp) and not gp_asleep:
+            if o.por and self.asleep.get(fp) and not gp_asleep:
+                self._undo.append((self.asleep, fp, True))
                 self.asleep[fp] = False  # must also try the grace-period end this time
                 return True
             return False
-        if self.o.por:
+        if o.por:
+            self._undo.append((self.asleep, fp, self.asleep.get(fp)))
             if gp_asleep:
                 self.asleep[fp] = True
             else:
@@ -252,8 +686,7 @@ class Explorer:
     def dfs(self) -> CheckResult:
         o = self.o
         ex = self.ex
-        self._t0 = time.monotonic()
-        if o.resume and o.checkpoint and o.checkpoint.exists():
+        if self._start():
             stack = self._load_checkpoint()
             at = -1
         else:
@@ -261,64 +694,92 @@ class Explorer:
             self._admit(self._key(), o.preemptions or 0, False)
             stack = [self._node(frozenset(), 0, -1)]
             at = 0  # the executor is at stack[at]
-        while stack:
-            node = stack[-1]
-            if self._time_up():
-                self.bounded.add("time limit")
-                break
-            tr = self._next(node)
-            if tr is None:
-                stack.pop()
-                continue
-            if at != len(stack) - 1:
-                self._replay([n["chosen"] for n in stack[:-1]])
-            node["chosen"] = tr
-            touched_rcu = self._step(tr)
-            node["done"].append(tr)
-            at = -1
-            self.stats.transitions += 1
-            depth = len(stack)
-            if depth > self.stats.max_depth:
-                self.stats.max_depth = depth
-            v = self._violation()
-            if v is not None and ex.stopped:
-                self._events_from()
-                if o.stop_at_first:
-                    return self._result(False, v, [n["chosen"] for n in stack])
-                self._note_found()
-                continue
-            trs = ex.transitions()
-            if not trs:
-                self._count_leaf()
-                ex.finish()
-                self._events_from()
+        viol: Any = None
+        vpath: list[Transition] = []
+        progressed = False
+        # snap is the undo record of the step in progress and None between steps: it is set by one
+        # assignment and cleared just after the step's last change, so an interrupt anywhere either finds
+        # a committed step or rolls a whole one back.
+        snap: tuple[Any, ...] | None = None
+        try:
+            while stack:
+                if self._should_end(progressed):
+                    break
+                node = stack[-1]
+                snap = (*self._begin(), node, len(stack), node["i"], len(node["done"]), node["chosen"])
+                progressed = True
+                tr = self._next(node)
+                if tr is None:
+                    snap = None  # committed: the node is exhausted whether or not the pop below happens
+                    stack.pop()
+                    continue
+                if at != len(stack) - 1:
+                    at = -1
+                    self._replay([n["chosen"] for n in stack[:-1]])
+                node["chosen"] = tr
+                at = -1
+                touched_rcu = self._step(tr)
+                node["done"].append(tr)
+                self.stats.transitions += 1
+                depth = len(stack)
+                if depth > self.stats.max_depth:
+                    self.stats.max_depth = depth
                 v = self._violation()
-                if v is not None:
+                if v is not None and ex.stopped:
+                    self._events_from()
                     if o.stop_at_first:
-                        return self._result(False, v, [n["chosen"] for n in stack])
+                        viol, vpath = v, [n["chosen"] for n in stack]
+                        break
                     self._note_found()
-                continue
-            if o.max_depth is not None and ex.step >= o.max_depth:
-                self.stats.depth_pruned += 1
-                self.bounded.add(f"depth {o.max_depth}")
-                continue
-            pre = node["pre"] + self._is_preemption(node, tr)
-            sleep = frozenset()
-            if o.por:
-                gp = node["gp"]
-                cand = set(node["sleep"]) | set(node["done"][:-1])
-                if gp is not None and gp in cand and tr[0] != gp[0] and not touched_rcu:
-                    sleep = frozenset({gp})
-            pre_left = (o.preemptions - pre) if o.preemptions is not None else 0
-            if not self._admit(self._key(), pre_left, bool(sleep)):
-                self.stats.revisits += 1
-                continue
-            stack.append(self._node(sleep, pre, tr[0], trs))
-            at = len(stack) - 1
-            self._tick(stack, len(stack))
+                    snap = None
+                    continue
+                trs = ex.transitions()
+                if not trs:
+                    self._count_leaf()
+                    ex.finish()
+                    self._events_from()
+                    v = self._violation()
+                    if v is not None:
+                        if o.stop_at_first:
+                            viol, vpath = v, [n["chosen"] for n in stack]
+                            break
+                        self._note_found()
+                    snap = None
+                    continue
+                if o.max_depth is not None and ex.step >= o.max_depth:
+                    self.stats.depth_pruned += 1
+                    self.bounded.add(f"depth {o.max_depth}")
+                    snap = None
+                    continue
+                pre = node["pre"] + self._is_preemption(node, tr)
+                sleep: frozenset[Transition] = frozenset()
+                if o.por:
+                    gp = node["gp"]
+                    cand = set(node["sleep"]) | set(node["done"][:-1])
+                    if gp is not None and gp in cand and tr[0] != gp[0] and not touched_rcu:
+                        sleep = frozenset({gp})
+                pre_left = (o.preemptions - pre) if o.preemptions is not None else 0
+                if not self._admit(self._key(), pre_left, bool(sleep)):
+                    self.stats.revisits += 1
+                    snap = None
+                    continue
+                stack.append(self._node(sleep, pre, tr[0], trs))
+                snap = None
+                at = len(stack) - 1
+                self._tick(stack, len(stack))
+        except KeyboardInterrupt:
+            if snap is not None:
+                stats, found, node, n0, i0, d0, c0 = snap
+                del stack[n0:]
+                node["i"] = i0
+                del node["done"][d0:]
+                node["chosen"] = c0
+                self._rollback(stats, found)
+            self._interrupt()
+        if viol is not None:
+            return self._result(False, viol, vpath)
         self._progress(0)
-        if o.checkpoint and not self.bounded:
-            self._save_checkpoint([])
+        self._final_checkpoint(stack)
         return self._result(not self.bounded)
 
     def _node(self, sleep: frozenset, pre: int, last: int, trs: list[Transition] | None = None) -> dict[str, Any]:
@@ -357,64 +818,123 @@ class Explorer:
         out.reverse()
         return out
 
+    def _bfs_admit(self, key: Any, pre_left: int) -> bool:
+        """BFS state caching; with a preemption bound, a state reached again with more preemptions left
+        than when it was queued is queued again (as DFS re-expands it), else the bound would depend on
+        which path happened to reach the state first."""
+        new = self.visited.add(key, self._undo_keys)
+        if self.o.preemptions is not None:
+            fp = self._fp(key)
+            old = self.budget.get(fp)
+            if not new and old is not None and old >= pre_left:
+                return False
+            self._undo.append((self.budget, fp, old))
+            self.budget[fp] = max(pre_left, old if old is not None else -1)
+        elif not new:
+            return False
+        if new:
+            self.stats.states += 1
+        return True
+
     def bfs(self) -> CheckResult:
         """Level by level: the first violation found has a shortest path (fewest steps) to it.
-        The tree of visited states is kept as parent pointers (two list slots per state)."""
+        The tree of search nodes is kept as parent pointers (two list slots per node, three when
+        preemptions are bounded: the preemptions used to reach it; its last task is its transition's)."""
         o = self.o
         ex = self.ex
-        self._t0 = time.monotonic()
-        intern: dict[Transition, Transition] = {}
-        if o.resume and o.checkpoint and o.checkpoint.exists():
+        bound = o.preemptions
+        if self._start():
             frontier = self._load_checkpoint()
         else:
             ex.reset()
-            self._admit(self._key(), 0, False)
-            self.bfs_parent: list[int] = [-1]
-            self.bfs_tr: list[Transition] = [(-1, 0)]
+            self._bfs_admit(self._key(), bound or 0)
+            self.bfs_parent = [-1]
+            self.bfs_tr = [(-1, 0)]
+            self.bfs_pre = [0] if bound is not None else []
             frontier = deque([0])
-        while frontier:
-            if self._time_up():
-                self.bounded.add("time limit")
-                break
-            node = frontier.popleft()
-            path = self._path(node)
-            self._replay(path)
-            trs = ex.transitions()
-            for k, tr in enumerate(trs):
-                if k:
-                    self._replay(path)
-                self._step(tr)
-                self.stats.transitions += 1
-                depth = len(path) + 1
-                if depth > self.stats.max_depth:
-                    self.stats.max_depth = depth
-                v = self._violation()
-                if v is not None and ex.stopped:
-                    self._events_from()
-                    return self._result(False, v, path + [tr])
-                if not ex.transitions():
-                    self._count_leaf()
-                    ex.finish()
-                    self._events_from()
+        viol: Any = None
+        vpath: list[Transition] = []
+        progressed = False
+        snap: tuple[Any, ...] | None = None  # undo record of the node being expanded (see dfs)
+        try:
+            while frontier:
+                if self._should_end(progressed):
+                    break
+                snap = (*self._begin(), frontier[0], len(self.bfs_parent))
+                node = frontier.popleft()
+                progressed = True
+                path = self._path(node)
+                self._replay(path)
+                at_node = True
+                trs = ex.transitions()
+                last = self.bfs_tr[node][0]  # -1 at the root
+                pre0 = self.bfs_pre[node] if bound is not None else 0
+                last_enabled = last >= 0 and any(tid == last for tid, _ in trs)
+                for tr in trs:
+                    pre = pre0
+                    if bound is not None:
+                        pre += int(last_enabled and tr[0] != last)
+                        if pre > bound:
+                            self.stats.preemption_pruned += 1
+                            self.bounded.add(f"preemptions {bound}")
+                            continue
+                    if not at_node:
+                        self._replay(path)
+                    at_node = False
+                    self._step(tr)
+                    self.stats.transitions += 1
+                    depth = len(path) + 1
+                    if depth > self.stats.max_depth:
+                        self.stats.max_depth = depth
                     v = self._violation()
-                    if v is not None:
-                        return self._result(False, v, path + [tr])
-                    continue
-                if o.max_depth is not None and ex.step >= o.max_depth:
-                    self.stats.depth_pruned += 1
-                    self.bounded.add(f"depth {o.max_depth}")
-                    continue
-                if self.visited.add(self._key()):
-                    self.stats.states += 1
-                    self.bfs_parent.append(node)
-                    self.bfs_tr.append(intern.setdefault(tr, tr))
-                    frontier.append(len(self.bfs_parent) - 1)
-                else:
-                    self.stats.revisits += 1
-            self._tick(frontier, len(frontier))
+                    if v is not None and ex.stopped:
+                        self._events_from()
+                        if o.stop_at_first:
+                            viol, vpath = v, path + [tr]
+                            break
+                        self._note_found()
+                        continue
+                    if not ex.transitions():
+                        self._count_leaf()
+                        ex.finish()
+                        self._events_from()
+                        v = self._violation()
+                        if v is not None:
+                            if o.stop_at_first:
+                                viol, vpath = v, path + [tr]
+                                break
+                            self._note_found()
+                        continue
+                    if o.max_depth is not None and ex.step >= o.max_depth:
+                        self.stats.depth_pruned += 1
+                        self.bounded.add(f"depth {o.max_depth}")
+                        continue
+                    if self._bfs_admit(self._key(), (bound - pre) if bound is not None else 0):
+                        self.bfs_parent.append(node)
+                        self.bfs_tr.append(self._intern.setdefault(tr, tr))
+                        if bound is not None:
+                            self.bfs_pre.append(pre)
+                        frontier.append(len(self.bfs_parent) - 1)
+                    else:
+                        self.stats.revisits += 1
+                if viol is not None:
+                    break
+                snap = None
+                self._tick(frontier, len(frontier))
+        except KeyboardInterrupt:
+            if snap is not None:
+                stats, found, node, t0 = snap
+                while frontier and frontier[-1] >= t0:  # children queued by the interrupted expansion
+                    frontier.pop()
+                if not frontier or frontier[0] != node:
+                    frontier.appendleft(node)
+                del self.bfs_parent[t0:], self.bfs_tr[t0:], self.bfs_pre[t0:]
+                self._rollback(stats, found)
+            self._interrupt()
+        if viol is not None:
+            return self._result(False, viol, vpath)
         self._progress(0)
-        if o.checkpoint and not self.bounded:
-            self._save_checkpoint(deque())
+        self._final_checkpoint(frontier)
         return self._result(not self.bounded)
 
     # --- checkpoints -------------------------------------------------------------------------------
@@ -424,49 +944,210 @@ class Explorer:
                 "max_depth": o.max_depth, "preemptions": o.preemptions, "full_states": o.full_states}
 
     def _save_checkpoint(self, frontier: Any) -> None:
+        """Everything a resume needs, as data (see the module docstring for the format)."""
         assert self.o.checkpoint is not None
-        vis = self.visited.to_list() if isinstance(self.visited, FingerprintSet) else list(self.visited.s)
-        blob = {"header": self._header(), "frontier": list(frontier) if self.o.strategy == "bfs" else frontier,
-                "bfs_tree": (self.bfs_parent, self.bfs_tr) if self.o.strategy == "bfs" else None,
-                "visited": vis, "budget": self.budget, "asleep": self.asleep, "stats": self.stats,
-                "bounded": sorted(self.bounded), "coverage": self.cov}
-        path = self.o.checkpoint
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(blob, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
+        bfs = self.o.strategy == "bfs"
+        self.stats.elapsed = time.monotonic() - self._t0
+        self.stats.steps_executed = self.ex.steps_executed
+        doc = {"stats": {fd.name: getattr(self.stats, fd.name) for fd in fields(CheckStats)},
+               "bounded": sorted(self.bounded - _RUN_BOUNDS), "found": dict(sorted(self.found.items())),
+               "coverage": self.cov.to_doc(), "stack": None if bfs else [
+                   {"trs": n["trs"], "i": n["i"], "sleep": sorted(n["sleep"]), "pre": n["pre"], "last": n["last"],
+                    "chosen": n["chosen"], "done": n["done"], "gp": n["gp"], "last_enabled": n["last_enabled"]}
+                   for n in frontier]}
+        full = isinstance(self.visited, FullStateSet)
+        tr = self.bfs_tr if bfs else []
+        payload = {
+            "doc": doc,
+            "visited": np.zeros(0, np.uint64) if full else self.visited.to_array(),
+            "visited_states": _encode_states(self.visited.s) if full else {"nodes": [], "states": []},
+            "budget_keys": np.fromiter(self.budget.keys(), np.uint64, len(self.budget)),
+            "budget_vals": np.fromiter(self.budget.values(), np.int64, len(self.budget)),
+            "asleep_keys": np.fromiter(self.asleep.keys(), np.uint64, len(self.asleep)),
+            "asleep_vals": np.fromiter(self.asleep.values(), np.uint8, len(self.asleep)),
+            "frontier": np.fromiter(frontier, np.int64, len(frontier)) if bfs else np.zeros(0, np.int64),
+            "tree_parent": np.array(self.bfs_parent if bfs else [], np.int64),
+            "tree_tid": np.fromiter((t for t, _ in tr), np.int64, len(tr)),
+            "tree_err": np.fromiter((e for _, e in tr), np.uint64, len(tr)),
+            "tree_pre": np.array(self.bfs_pre if bfs else [], np.int64),
+        }
+        write_checkpoint(self.o.checkpoint, self._header(), payload)
         self._last_ckpt = time.monotonic()
         self.stats.checkpoints += 1
+
+    def _final_checkpoint(self, frontier: Any) -> None:
+        """However the search ended short of a violation (complete, bounded, time limit, interrupted), save
+        where it stands. A Ctrl-C during this write (the usual moment for an impatient one) gets one retry;
+        a second one propagates, and the atomic write leaves the previous checkpoint intact."""
+        if not self.o.checkpoint:
+            return
+        try:
+            self._save_checkpoint(frontier)
+        except KeyboardInterrupt:
+            self._save_checkpoint(frontier)
+
+    def _fields(self, path: Path) -> _Fields:
+        threads = getattr(self.ex, "threads", None)
+        faults = getattr(self.ex, "faults", None)
+        errors = {0} | {e for es in faults.values() for e in es} if isinstance(faults, dict) else None
+        return _Fields(path, len(threads) if isinstance(threads, list) else None, errors)
 
     def _load_checkpoint(self) -> Any:
         path = self.o.checkpoint
         assert path is not None
+        f = self._fields(path)
         try:
-            with open(path, "rb") as f:
-                blob = pickle.load(f)  # our own file format, written by _save_checkpoint
-        except Exception as e:
-            raise CheckpointError(f"{path}: not a septlab checkpoint ({type(e).__name__})") from None
-        if not isinstance(blob, dict) or blob.get("header") != self._header():
-            raise CheckpointError(f"{path}: checkpoint is for a different check "
-                                  f"({(blob.get('header') if isinstance(blob, dict) else None)})")
-        for fp in blob["visited"]:
-            self.visited.add(fp)
-        self.budget = blob["budget"]
-        self.asleep = blob["asleep"]
-        self.stats = blob["stats"]
+            return self._restore(f, read_checkpoint(path, self._header(), f))
+        except MemoryError:
+            raise CheckpointError(f"{path}: checkpoint too large to load into memory") from None
+        except RecursionError:
+            raise CheckpointError(f"{path}: visited_states: nested too deeply") from None
+
+    def _restore(self, f: _Fields, sec: dict[str, Any]) -> Any:
+        """Check every field of a verified checkpoint and install it; returns the DFS stack or BFS frontier."""
+        o = self.o
+        bfs = o.strategy == "bfs"
+        K = o.preemptions
+        doc = f.obj(sec["doc"], "doc", ("stats", "bounded", "found", "coverage", "stack"))
+        st = f.obj(doc["stats"], "stats", [fd.name for fd in fields(CheckStats)])
+        stats = CheckStats()
+        for fd in fields(CheckStats):
+            v = st[fd.name]
+            if fd.name == "elapsed":
+                if type(v) not in (int, float) or not math.isfinite(v) or v < 0:
+                    f.fail("stats.elapsed", f"expected a non-negative number of seconds, got {_short(v)}")
+                v = float(v)
+            else:
+                v = f.integer(v, f"stats.{fd.name}", 0)
+            setattr(stats, fd.name, v)
+        bounded = {f.string(b, f"bounded[{k}]") for k, b in enumerate(f.array(doc["bounded"], "bounded"))}
+        persisted = {f"depth {o.max_depth}", f"preemptions {K}"}  # the bounds of this search space, nothing else
+        if not bounded <= persisted:
+            f.fail("bounded", f"{sorted(bounded - persisted)} is not a bound of this check")
+        found = f.counts(doc["found"], "found")
+        cv = f.obj(doc["coverage"], "coverage", ("seamcalls", "steps", "events"))
+        cov = Coverage()
+        for k, row in enumerate(f.array(cv["seamcalls"], "coverage.seamcalls")):
+            w = f"coverage.seamcalls[{k}]"
+            if type(row) is not list or len(row) != 4:
+                f.fail(w, f"expected [leaf, entry state, outcome, count], got {_short(row)}")
+            key = (f.string(row[0], w), f.string(row[1], w), f.string(row[2], w))
+            if key in cov.seamcalls:
+                f.fail(w, "duplicate row")
+            cov.seamcalls[key] = f.integer(row[3], f"{w}.count", 1)
+        cov.steps = dict(f.counts(cv["steps"], "coverage.steps"))
+        cov.events = dict(f.counts(cv["events"], "coverage.events"))
+
+        # visited
+        if o.full_states:
+            if len(sec["visited"]):
+                f.fail("visited", "fingerprints in a full-state checkpoint")
+            states = _decode_states(sec["visited_states"], f)
+            visited: Any = FullStateSet(states)
+            if len(visited) != len(states):
+                f.fail("visited_states", "duplicate states")
+        else:
+            vs = sec["visited_states"]
+            if vs != {"nodes": [], "states": []}:
+                f.fail("visited_states", "full states in a fingerprint checkpoint")
+            arr = sec["visited"]
+            if arr.size and (not arr.all() or np.unique(arr).size != arr.size):
+                f.fail("visited", "fingerprints must be distinct and nonzero")
+            visited = FingerprintSet.from_array(arr)
+        if len(visited) != stats.states:
+            f.fail("visited", f"{len(visited):,} states stored but stats.states is {stats.states:,}")
+
+        def keyed(kname: str, vname: str, lo: int, hi: int, allowed: bool) -> dict[int, int]:
+            keys, vals = sec[kname], sec[vname]
+            if keys.size != vals.size:
+                f.fail(vname, f"{vals.size} values for {keys.size} keys")
+            if keys.size and not allowed:
+                f.fail(kname, "present although this check does not use it")
+            if np.unique(keys).size != keys.size:
+                f.fail(kname, "duplicate keys")
+            if vals.size and (int(vals.min()) < lo or int(vals.max()) > hi):
+                f.fail(vname, f"values outside [{lo}, {hi}]")
+            return dict(zip(keys.tolist(), vals.tolist(), strict=True))
+
+        budget = keyed("budget_keys", "budget_vals", 0, K or 0, K is not None)
+        asleep = {k: bool(v) for k, v in keyed("asleep_keys", "asleep_vals", 0, 1, o.por and not bfs).items()}
+
+        nthreads = f.nthreads
+        if bfs:
+            if doc["stack"] is not None:
+                f.fail("stack", "a DFS stack in a BFS checkpoint")
+            par, tid, err, pre = sec["tree_parent"], sec["tree_tid"], sec["tree_err"], sec["tree_pre"]
+            n = par.size
+            if n == 0 or tid.size != n or err.size != n:
+                f.fail("tree_parent", f"tree arrays differ in length or are empty ({n}, {tid.size}, {err.size})")
+            if pre.size != (n if K is not None else 0):
+                f.fail("tree_pre", f"{pre.size} entries for {n} tree nodes")
+            if par[0] != -1 or tid[0] != -1 or err[0] != 0:
+                f.fail("tree_parent", "the root must be node 0 with no parent and transition (-1, 0)")
+            idx = np.arange(1, n, dtype=np.int64)
+            if n > 1 and (np.any(par[1:] < 0) or np.any(par[1:] >= idx)):
+                f.fail("tree_parent", "every parent must be an earlier node")
+            if n > 1 and (np.any(tid[1:] < 0) or (nthreads is not None and np.any(tid[1:] >= nthreads))):
+                f.fail("tree_tid", "task index out of range")
+            if f.errors is not None and n > 1 and not np.all(np.isin(err[1:], np.array(sorted(f.errors), np.uint64))):
+                f.fail("tree_err", "an injected error outside this scenario's fault model")
+            if pre.size and (int(pre.min()) < 0 or int(pre.max()) > (K or 0)):
+                f.fail("tree_pre", f"preemption counts outside [0, {K}]")
+            fr = sec["frontier"]
+            if fr.size and (int(fr.min()) < 0 or int(fr.max()) >= n or np.unique(fr).size != fr.size):
+                f.fail("frontier", "entries must be distinct tree nodes")
+            self.bfs_parent = par.tolist()
+            intern = self._intern
+            self.bfs_tr = [intern.setdefault(t, t) for t in zip(tid.tolist(), err.tolist(), strict=True)]
+            self.bfs_pre = pre.tolist()
+            out: Any = deque(fr.tolist())
+        else:
+            for name in ("frontier", "tree_parent", "tree_tid", "tree_err", "tree_pre"):
+                if sec[name].size:
+                    f.fail(name, "BFS data in a DFS checkpoint")
+            out = [self._restore_node(f, nd, k) for k, nd in enumerate(f.array(doc["stack"], "stack"))]
+            for k, nd in enumerate(out[:-1]):
+                if nd["chosen"] is None:
+                    f.fail(f"stack[{k}].chosen", "every node below the top needs the transition taken from it")
+
+        self.visited = visited
+        self.budget, self.asleep = budget, asleep
+        self.stats, self.bounded, self.found, self.cov = stats, bounded, dict(found), cov
         self.stats.resumed_from = self.stats.states
-        self.bounded = set(blob["bounded"])
-        self.cov = blob["coverage"]
-        self._t0 = time.monotonic() - self.stats.elapsed
-        fr = blob["frontier"]
-        if self.o.strategy == "bfs":
-            self.bfs_parent, self.bfs_tr = blob["bfs_tree"]
-            return deque(fr)
-        return fr
+        self._t0 = self._run_t0 - self.stats.elapsed  # elapsed keeps the total (this run from its start, load
+        # included); the time limit counts this run only
+        return out
+
+    def _restore_node(self, f: _Fields, nd: Any, k: int) -> dict[str, Any]:
+        w = f"stack[{k}]"
+        nd = f.obj(nd, w, _NODE_KEYS)
+        trs = f.transitions(nd["trs"], f"{w}.trs")
+        K = self.o.preemptions
+        last = f.integer(nd["last"], f"{w}.last", -1, None if f.nthreads is None else f.nthreads - 1)
+        return {"trs": trs, "i": f.integer(nd["i"], f"{w}.i", 0, len(trs)),
+                "sleep": frozenset(f.transitions(nd["sleep"], f"{w}.sleep")),
+                "pre": f.integer(nd["pre"], f"{w}.pre", 0, K),  # unbounded searches count them too
+                "last": last, "chosen": f.opt_transition(nd["chosen"], f"{w}.chosen"),
+                "done": f.transitions(nd["done"], f"{w}.done"), "gp": f.opt_transition(nd["gp"], f"{w}.gp"),
+                "last_enabled": f.boolean(nd["last_enabled"], f"{w}.last_enabled")}
+
+
+def refuse_overwrite(opts: CheckOptions) -> None:
+    """A new check (no --resume) must not silently replace an existing checkpoint."""
+    p = opts.checkpoint
+    if p is not None and p.is_dir():
+        raise CheckpointError(f"{p}: is a directory, not a checkpoint file")
+    if p is not None and not opts.resume and not opts.overwrite_checkpoint and os.path.lexists(p):
+        raise CheckpointError(f"{p}: checkpoint exists; --resume to continue it or --overwrite-checkpoint to "
+                              f"start over")
+
+
+def check_header(scn: Scenario, variant: Variant, dpamt: bool) -> dict[str, Any]:
+    """What identifies a check's state space besides the search options (the checkpoint header)."""
+    return {"scenario": scn.source, "digest": scn.digest, "variant": variant.name, "dpamt": dpamt}
 
 
 def run_check(scn: Scenario, variant: Variant, dpamt: bool, opts: CheckOptions) -> CheckResult:
-    header = {"scenario": scn.source, "digest": scn.digest, "variant": variant.name, "dpamt": dpamt}
-    ex = Explorer(Executor(scn, variant, dpamt), opts, header)
+    refuse_overwrite(opts)  # before building the world
+    ex = Explorer(Executor(scn, variant, dpamt), opts, check_header(scn, variant, dpamt))
     return ex.bfs() if opts.strategy == "bfs" else ex.dfs()

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from ..host.task import OP_READ_LOCK, OP_RUN, OP_SEAMCALL, OP_SPIN_LOCK, OP_WAIT, OP_WRITE_LOCK, Op, Task
 
+TICK_MASK = (1 << 16) - 1
+
 
 class Chooser(Protocol):
     def choose(self, kind: str, n: int) -> int: ...
@@ -74,6 +76,7 @@ class Runtime:
         self.choices: list[tuple[int, int]] = []
         self.step = 0
         self.log: list[tuple[int, str, str]] | None = None  # (step, task, what) when asked for
+        self.tick: Any = None  # called with the step count every TICK steps (progress of long runs)
 
     def _choose(self, kind: str, n: int) -> int:
         i = self.chooser.choose(kind, n)
@@ -106,6 +109,8 @@ class Runtime:
                 if self.step >= self.max_steps:
                     status = "step-bound"
                     break
+                if not self.step & TICK_MASK and self.tick is not None:
+                    self.tick(self.step)
                 t = enabled[self._choose("sched", len(enabled))] if len(enabled) > 1 else enabled[0]
                 op = t.op
                 inj = None
@@ -128,9 +133,9 @@ class Runtime:
                     t.task.done = True
         except Stop:
             status = "stopped"
-        except ReplayDivergence:
+        except (ReplayDivergence, KeyboardInterrupt):
             raise
-        except Exception as e:  # a model crash: keep the trace so it can be replayed and debugged
+        except BaseException as e:  # a model crash, or sys.exit() in a hook: keep the trace to replay and debug
             status = "crash"
             crash = "".join(traceback.format_exception(e)[-6:]).rstrip()
         blocked = [f"{t.task.name}: {t.op.what or t.op}" for t in threads

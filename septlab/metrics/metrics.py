@@ -14,6 +14,7 @@ from ..host.page_alloc import N_OWNERS, OWNER_NAMES
 from ..tdx_module import errno as E
 
 SERIES_MAX = 4000
+RETAINED_SERIES_MAX = 50_000
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Metrics:
     leaked_pages: int = 0
     leak_reasons: dict[str, int] = field(default_factory=dict)
     series: list[tuple[int, int]] = field(default_factory=list)  # (step, host pages in use)
+    # (step, reclaimed S-EPT pages not yet freed): the memory the design question is about, for plots
+    retained_series: list[tuple[int, int]] = field(default_factory=list)
     _series_stride: int = 1
 
     def sample(self, step: int, in_use: int) -> None:
@@ -47,6 +50,13 @@ class Metrics:
         if len(s) >= SERIES_MAX:  # decimate: keep every other point, double the stride
             self.series = s[::2]
             self._series_stride *= 2
+
+    def sample_retained(self, step: int, held: int) -> None:
+        s = self.retained_series
+        if s and s[-1][0] == step:
+            s[-1] = (step, held)
+        elif len(s) < RETAINED_SERIES_MAX:
+            s.append((step, held))
 
     def count_seamcall(self, leaf: int, err: int, injected: bool) -> None:
         name = E.leaf_name(leaf)

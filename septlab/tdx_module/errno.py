@@ -2,7 +2,7 @@
 
 Leaf numbers are those of arch/x86/virt/vmx/tdx/tdx.h (plus DEMOTE/PAMT.ADD/PAMT.REMOVE from the TDX
 ABI header and DPAMT v6); status codes are arch/x86/include/asm/shared/tdx_errno.h, with the extra
-module codes the facts document lists (TDX module 1.5 sources / ABI header).
+module codes docs/facts.md c.2 lists (TDX module 1.5 sources / ABI header).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The TDX module's SEAMCALL leaves: preconditions, effects and completion status.
 
 Each method models src/vmm_dispatcher/api_calls/<leaf>.c of TDX module 1.5 at the granularity KVM can
-observe: it checks the preconditions the facts document lists and either returns an error with no side
+observe: it checks the preconditions docs/facts.md c.3 lists and either returns an error with no side
 effect, or applies the whole effect and returns TDX_SUCCESS. Methods are atomic: the kernel wrapper
 (virt/seamcall.py) yields a step *before* calling, so another CPU can interleave between SEAMCALLs
 but never inside one. MODEL: one package, one HKID per TD, no TD_FATAL, no migration states.
