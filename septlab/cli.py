@@ -577,6 +577,35 @@ def variants() -> None:
 
 
 @cli.command()
+@click.option("--grep", "pattern", help="Only names or files containing this text.")
+def hooks(pattern: str | None) -> None:
+    """List what a variant may replace, by kernel name: the kvm_x86_ops hooks and every kernel function.
+
+    A variant's overrides map these names to functions of the same shape (a generator function where
+    the model's is one, taking the same parameters); see README "Adding a variant"."""
+    from .kernel import kernel_functions
+    from .kvm.x86_ops import HOOKS, default_ops
+
+    t = Table(title="replaceable by name (--variant FILE.py: VARIANT = Variant(name, description, {name: function}))")
+    t.add_column("name", no_wrap=True)
+    t.add_column("kind")
+    t.add_column("kernel file")
+    t.add_column("what it models")
+    table = kernel_functions()
+    ops = vars(default_ops())
+    rows = [(h, "hook (kvm.ops)", table[getattr(ops[h], "__name__", "")].kernel_file
+             if getattr(ops[h], "__name__", "") in table else "arch/x86/kvm/mmu/tdp_mmu.c",
+             (table[ops[h].__name__].summary if getattr(ops[h], "__name__", "") in table else f"value {ops[h]!r}"))
+            for h in HOOKS]
+    rows += [(k.name, "generator" if k.is_generator else "function", k.kernel_file, k.summary)
+             for k in table.values() if k.name not in HOOKS]
+    for r in rows:
+        if not pattern or pattern in r[0] or pattern in r[2]:
+            t.add_row(*r)
+    out.print(t)
+
+
+@cli.command()
 def scenarios() -> None:
     """List built-in scenarios (or pass your own YAML file to --scenario)."""
     t = Table(title="built-in scenarios")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .. import kernel as K
 from ..check.invariants import Checker
 from ..explore.runtime import Stop, op_enabled
 from ..host.task import OP_SEAMCALL, OP_WAIT
@@ -100,6 +101,8 @@ class Executor:
                 if opts:
                     self.choices.append((len(opts) + 1, opts.index(inj) + 1 if inj else 0))
         host = self.host
+        if K._ACTIVE is not host.patches:
+            K.activate(host.patches)
         host.current = t.task
         host.clock = self.step
         if self.history:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..host.task import OP_READ_LOCK, OP_RUN, OP_SEAMCALL, OP_SPIN_LOCK, OP_WAIT, OP_WRITE_LOCK, Op, Task
+from ..kernel import activate
 
 TICK_MASK = (1 << 16) - 1
 
@@ -91,6 +92,7 @@ class Runtime:
 
     def run(self) -> RunOutcome:
         host = self.host
+        activate(getattr(host, "patches", None))  # this world's variant's kernel-function patches
         threads = self.threads
         faults = self.faults
         self.start()

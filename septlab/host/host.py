@@ -30,6 +30,7 @@ class Host:
     faults_injected: int = 0  # non-BUSY SEAMCALL failures injected so far (they explain later WARNs)
     injections: int = 0  # every injected SEAMCALL failure (the scenario's max_faults budget counts these)
     tdx: Any = None  # host TDX state of arch/x86/virt/vmx/tdx (septlab.virt.dpamt.TdxHost)
+    patches: Any = None  # the variant's kernel-function patch set (septlab.kernel.PatchSet), active while stepping
     # pfn -> (task, step, chain) of the last alloc and free, for KASAN-style reports without history.
     last_alloc: dict[int, tuple[str, int, tuple[str, ...]]] = field(default_factory=dict)
     last_free: dict[int, tuple[str, int, tuple[str, ...]]] = field(default_factory=dict)

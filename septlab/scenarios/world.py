@@ -15,6 +15,7 @@ from ..host.host import Host
 from ..host.probe import Probe
 from ..host.rcu import rcu_core
 from ..host.task import OP_WAIT, Op, Task
+from ..kernel import activate
 from ..kvm.guest_memfd import kvm_gmem_convert_to_shared
 from ..kvm.kvm_host import TD_STATE_RUNNABLE, Kvm
 from ..kvm.x86 import kvm_create_td, kvm_mmu_zap_all_fast, kvm_vcpu_create, vcpu_run, vm_teardown
@@ -66,6 +67,8 @@ def build_world(scn: Scenario, variant: Variant, dpamt: bool, probe: Probe | Non
     host.history = {} if (scn.history if history is None else history) else None
     host.seam = TdxModule(dpamt=dpamt)
     host.tdx = TdxHost(dpamt=dpamt)
+    host.patches = variant.patches()  # kernel functions the variant replaces outside the hook table
+    activate(host.patches)
     kvm = Kvm(host, variant.build_ops(), cache_capacity=scn.cache_capacity)
     for i in range(scn.vcpus):
         kvm_vcpu_create(kvm, i)

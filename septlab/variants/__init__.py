@@ -68,11 +68,39 @@ class Variant:
             if self.base not in reg:
                 raise VariantError(_clean(f"variant {self.name}: unknown base {self.base!r}"))
             ops = reg[self.base].build_ops()
+        from ..kernel import kernel_functions
+
         for name, fn in self.overrides.items():
-            if name not in HOOKS:
-                raise VariantError(_clean(f"variant {self.name}: unknown hook {name!r} (known: {', '.join(HOOKS)})"))
-            setattr(ops, name, fn)
+            if name in HOOKS:
+                setattr(ops, name, fn)
+            elif name not in kernel_functions():
+                raise VariantError(_clean(f"variant {self.name}: unknown hook {name!r} (see `septlab hooks`; "
+                                          f"known hooks: {', '.join(HOOKS)})"))
         return ops
+
+    def patches(self) -> Any:
+        """The kernel functions this variant (and its base chain) replaces outside the hook table: a
+        `septlab.kernel.PatchSet`, made active whenever one of its worlds is built or stepped."""
+        from ..kernel import PatchSet, kernel_functions
+        from ..kvm.x86_ops import HOOKS
+
+        hit = _PATCHES.get(id(self))
+        if hit is not None and hit[0] is self:
+            return hit[1]
+        chain: list[Variant] = [self]
+        reg = registry()
+        while chain[-1].base is not None and chain[-1].base in reg and len(chain) < 64:
+            chain.append(reg[chain[-1].base])
+        table = kernel_functions()
+        merged: dict[str, Any] = {}
+        for v in reversed(chain):
+            merged.update({n: f for n, f in v.overrides.items() if n not in HOOKS and n in table})
+        ps = PatchSet(merged)
+        _PATCHES[id(self)] = (self, ps)
+        return ps
+
+
+_PATCHES: dict[int, tuple[Variant, Any]] = {}  # id(variant) -> (variant, its PatchSet): one per variant object
 
 
 # --- names and printable text -------------------------------------------------------------------
@@ -244,13 +272,19 @@ def _check_fields(v: Variant, where: str) -> None:
 
 
 def _check_hooks(v: Variant, where: str) -> None:
+    from ..kernel import kernel_functions
     from ..kvm.x86_ops import HOOKS, default_ops
 
     defaults = vars(default_ops())
+    table = kernel_functions()
     for hook, fn in v.overrides.items():
-        if hook not in HOOKS:
-            raise VariantError(_clean(f"{where}: unknown hook {hook!r} (known: {', '.join(HOOKS)})"))
-        _check_hook(where, hook, fn, defaults[hook])
+        if hook in HOOKS:
+            _check_hook(where, hook, fn, defaults[hook])
+        elif hook in table:
+            _check_hook(where, hook, fn, table[hook].func)
+        else:
+            raise VariantError(_clean(f"{where}: unknown hook {hook!r}: neither a kvm_x86_ops hook ({', '.join(HOOKS)}) "
+                                      "nor a kernel function of the kvm/ or virt/ layers (see `septlab hooks`)"))
 
 
 def _check_base_chain(v: Variant, where: str, reg: Mapping[str, Variant]) -> None:
