@@ -332,3 +332,21 @@ def test_ctrl_c_keeps_what_finished(tmp_path):
             assert d["interrupted"] and row["interrupted"] and row["kind"] == "bounded" and row["schedules"] > 0
         else:
             assert d["interrupted"] and d["kind"] == "bounded" and d["schedules_run"] > 0
+
+
+def test_ctrl_c_in_check_keeps_a_resumable_checkpoint(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ck = tmp_path / "ck"
+    args = ["check", "--scenario", "seed", "--variant", "tdx-free", "--exhaustive", "--strategy", "dfs",
+            "--checkpoint", str(ck), "--json", str(tmp_path / "c.json")]
+    p = subprocess.Popen([sys.executable, "-c", "from septlab.cli import main; main()", *args], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    p.send_signal(signal.SIGINT)
+    so, se = p.communicate(timeout=120)
+    assert p.returncode == 130, so + se
+    d = json.loads((tmp_path / "c.json").read_text())
+    assert d["kind"] == "bounded" and "interrupted" in d["why"] and d["stats"]["states"] > 0
+    assert ck.is_file()
+    r = septlab(*args, "--resume", "--time-limit", "1", cwd=tmp_path)
+    assert r.returncode == 4 and "resumed from checkpoint" in r.stdout, r.stdout + r.stderr
