@@ -578,14 +578,19 @@ def variants() -> None:
 
 @cli.command()
 @click.option("--grep", "pattern", help="Only names or files containing this text.")
-def hooks(pattern: str | None) -> None:
+@click.option("--markdown", is_flag=True, help="Print the model-to-kernel map as the Markdown table docs/fidelity.md "
+              "carries.")
+def hooks(pattern: str | None, markdown: bool) -> None:
     """List what a variant may replace, by kernel name: the kvm_x86_ops hooks and every kernel function.
 
     A variant's overrides map these names to functions of the same shape (a generator function where
     the model's is one, taking the same parameters); see README "Adding a variant"."""
-    from .kernel import kernel_functions
+    from .kernel import kernel_functions, markdown_table
     from .kvm.x86_ops import HOOKS, default_ops
 
+    if markdown:
+        sys.stdout.write(markdown_table())
+        return
     t = Table(title="replaceable by name (--variant FILE.py: VARIANT = Variant(name, description, {name: function}))")
     t.add_column("name", no_wrap=True)
     t.add_column("kind")

@@ -155,3 +155,15 @@ def activate(ps: PatchSet | None) -> None:
 
 def active() -> PatchSet | None:
     return _ACTIVE
+
+
+def markdown_table() -> str:
+    """The model-to-kernel map of docs/fidelity.md: every replaceable function, its kernel file, what it models."""
+    from .kvm.x86_ops import HOOKS
+
+    rows = ["| model function (kernel name) | septlab module | kernel file | models | hook |", "|---|---|---|---|---|"]
+    for k in kernel_functions().values():
+        what = k.summary.replace("|", "\\|")
+        rows.append(f"| `{k.name}` | `{k.module.removeprefix('septlab.')}` | `{k.kernel_file}` | {what} | "
+                    f"{'kvm.ops' if k.name in HOOKS else ''} |")
+    return "\n".join(rows) + "\n"

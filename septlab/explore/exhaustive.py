@@ -552,6 +552,13 @@ class Explorer:
         for ev in (f() if f else ()):
             self.cov.note_event(ev)
 
+    def _at_leaf(self) -> Any:
+        """A terminal state: count it, evaluate the end-of-run invariants, return the violation if any."""
+        self._count_leaf()
+        self.ex.finish()
+        self._events_from()
+        return self._violation()
+
     def _count_leaf(self) -> None:
         """A terminal state is a state too (SPIN counts end states): count it once, never expand it."""
         self.stats.terminal += 1
@@ -735,10 +742,7 @@ class Explorer:
                     continue
                 trs = ex.transitions()
                 if not trs:
-                    self._count_leaf()
-                    ex.finish()
-                    self._events_from()
-                    v = self._violation()
+                    v = self._at_leaf()
                     if v is not None:
                         if o.stop_at_first:
                             viol, vpath = v, [n["chosen"] for n in stack]
@@ -895,10 +899,7 @@ class Explorer:
                         self._note_found()
                         continue
                     if not ex.transitions():
-                        self._count_leaf()
-                        ex.finish()
-                        self._events_from()
-                        v = self._violation()
+                        v = self._at_leaf()
                         if v is not None:
                             if o.stop_at_first:
                                 viol, vpath = v, path + [tr]

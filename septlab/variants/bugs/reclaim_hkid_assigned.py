@@ -1,5 +1,9 @@
-"""bug-reclaim-hkid-assigned: the pre-Feb-2025 teardown order (MMU torn down before the HKID is
-released) with no KVM_BUG_ON(is_hkid_assigned) guard: RECLAIM runs while the TD is not in TEARDOWN."""
+"""bug-reclaim-hkid-assigned: the MMU torn down before the HKID is released, with no
+KVM_BUG_ON(is_hkid_assigned) guard: RECLAIM runs while the TD is not in TEARDOWN.
+
+Provenance (docs/facts.md D24): the HKID-vs-zap ordering this exercises belongs to the era of the
+`mmu_prezap` / `flush_shadow_all_private` hooks, before HKID release became `vt_vm_pre_destroy`; it is
+a plausible reordering mistake, not a revert of one historical teardown-order commit."""
 
 from ...kvm import tdx as T
 from ...kvm.mmu_page import NO_PAGE
@@ -27,4 +31,5 @@ def kvm_destroy_vm(kvm):
 VARIANT = Variant("bug-reclaim-hkid-assigned",
                   "S-EPT pages RECLAIMed while the HKID is still assigned (old teardown order, no guard)",
                   {"free_external_spt": tdx_sept_free_private_spt, "kvm_destroy_vm": kvm_destroy_vm},
-                  kind="mutant", catches=("seamcall-unexpected-error",))
+                  kind="mutant", catches=("seamcall-unexpected-error",),
+                  reference="plausible patch mistake: HKID release after the MMU teardown (mmu_prezap era)")
