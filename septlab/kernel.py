@@ -56,7 +56,7 @@ PREFIX_FILE = (
 )
 
 
-_NOT_KERNEL = frozenset({"default_ops"})
+_NOT_KERNEL = frozenset({"default_ops", "cause_desc", "tdx_fault_cause"})  # checker bookkeeping
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MUTANTS = sorted(n for n, v in registry().items() if v.kind == "mutant")
 # Distinct states of each small configuration for tdx-free, DPAMT off (stateright-style pins: model
 # drift shows up here first). Fingerprints are 64-bit; a collision would lower a count.
-PINNED = {"seed": 119_473, "conversion-storm": 19_992, "boot-teardown": 852}
+PINNED = {"seed": 119_772, "conversion-storm": 23_241, "boot-teardown": 860}
 
 
 def check(scenario: str, variant: str, dpamt: bool = False, **kw) -> object:
@@ -133,7 +133,7 @@ def test_check_cli_proof_and_bad_input(tmp_path):
     p = _septlab("check", "--scenario", "boot-teardown", "--variant", "tdx-free", "--exhaustive", cwd=tmp_path)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, out + err
-    assert "complete: every invariant holds in all 852 reachable states" in out
+    assert "complete: every invariant holds in all 860 reachable states" in out
     b = _septlab("check", "--scenario", "seed", "--variant", "tdx-free", "--resume", cwd=tmp_path)
     out, err = b.communicate(timeout=60)
     assert b.returncode == 2 and "--resume needs --checkpoint" in err and "Traceback" not in err

@@ -9,20 +9,45 @@ consequence of such a failure (a later WARN, the TDR that cannot be reclaimed) i
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..explore.runtime import Stop
-from ..host.page_alloc import EXTERNAL_SPT, FREE, LEAKED, OWNER_NAMES
+from ..host.page_alloc import EXTERNAL_SPT, FREE, GUEST, LEAKED, OWNER_NAMES
 from ..host.probe import Probe
+from ..host.task import _CHAIN_SKIP_FUNCS, _CHAIN_SKIP_MODULES
 from ..kvm.kvm_host import is_hkid_assigned
 from ..kvm.spte import FROZEN_SPTE, is_shadow_present_pte, spte_to_pfn
 from ..metrics.metrics import Metrics
+from ..tdx_module import errno as E
 from ..tdx_module.pamt import PT_NAMES, PT_NDA, PT_PAMT
 from ..tdx_module.sept import LEAF_PRESENT, NONLEAF_PRESENT, SEPT_FREE, SEPT_NAMES, entry_key
 
 if TYPE_CHECKING:
     from ..scenarios.world import World
+
+
+def _model_chain(limit: int = 12) -> tuple[str, ...]:
+    """host.task.callchain() as seen from the model code that called into the probe."""
+    f = sys._getframe(1)
+    while f is not None and f.f_globals.get("__name__", "").startswith("septlab.check"):
+        f = f.f_back
+    names: list[str] = []
+    while f is not None:
+        mod = f.f_globals.get("__name__", "")
+        if not mod.startswith("septlab.") or mod.startswith(_CHAIN_SKIP_MODULES):
+            break
+        if f.f_code.co_name not in _CHAIN_SKIP_FUNCS:
+            names.append(f.f_code.co_name)
+        f = f.f_back
+    names.reverse()
+    return tuple(names[-limit:])
+
+
+# The SEAMCALLs of the no-fail S-EPT removal, issued through tdh_do_no_vcpus() (b.3): KVM must turn a
+# BUSY there into a kick and a retry, so an injected BUSY reaching TDX_BUG_ON is a violation too (D5).
+NO_FAIL_LEAVES = frozenset({E.TDH_MEM_RANGE_BLOCK, E.TDH_MEM_TRACK, E.TDH_MEM_PAGE_REMOVE})
 
 
 @dataclass(frozen=True)
@@ -38,6 +63,12 @@ INVARIANTS: dict[str, Invariant] = {i.name: i for i in [
     Invariant("free-while-tdx-owned",
               "a page returns to the allocator only if its PAMT type is PT_NDA (never gifted, or REMOVEd/RECLAIMed)",
               "tdx_sept_free_private_spt, tdp_mmu_free_sp, tdx_free_control_page (f.1, f.2)"),
+    Invariant("td-keyed-page-reused",
+              "a page goes back to the allocator, or is handed out again, only once no cache line keyed with a TD's "
+              "HKID (or the TDX global KeyID) can remain: PAGE.WBINVD with that HKID, or CACHE.WB before KEY.FREEID; "
+              "after a failed leaf removal the kernel frees the folio anyway and relies on the bugged VM (explained)",
+              "tdx_sept_remove_leaf_spte -> tdh_phymem_page_wbinvd_hkid, tdx_mmu_release_hkid -> "
+              "tdh_phymem_cache_wb, tdx_reclaim_td_control_pages (b.3, b.6, f.12, D1)", fix="ce7b5695397b (window)"),
     Invariant("use-after-free",
               "no memory access or SEAMCALL references a page after it was freed",
               "KASAN; every SEAMCALL wrapper (f.3)"),
@@ -49,9 +80,34 @@ INVARIANTS: dict[str, Invariant] = {i.name: i for i in [
               "no non-softirq-safe lock that process context takes is taken in softirq (RCU callbacks)",
               "lockdep; tdx_pamt_put from tdp_mmu_free_sp_rcu_callback (f.6)", fatal=False,
               fix="110d4d263450 (moved the free out of the RCU callback)"),
+    Invariant("sleep-in-atomic",
+              "nothing that may sleep (mutex_lock, down_*, a GFP_KERNEL allocation, a cache topup that allocates, "
+              "rcu_barrier) runs with a spinlock or mmu_lock held, inside rcu_read_lock() or in softirq",
+              "might_sleep() / __might_resched(); tdx_pamt_get(cache=NULL) under mmu_lock (f.6, f.23, D3)",
+              fatal=False),
+    Invariant("lock-order",
+              "the lock-class dependency graph recorded over the run has no cycle that lockdep calls a deadlock "
+              "(read-read cycles of recursive readers excepted), and no task takes a lock class it already holds",
+              "lockdep check_noncircular() / check_deadlock(): mmu_lock, pamt_lock, tdp_mmu_pages_lock, kvm->lock, "
+              "vcpu->mutex, slots_lock, invalidate_lock, tdx_lock (b.0, D3)", fatal=False),
+    Invariant("suspicious-rcu-usage",
+              "every rcu_dereference() of an SPTE pointer (TDP iterator, is_mirror_sptep, sptep_to_sp) happens inside "
+              "rcu_read_lock() or under its documented lockdep condition",
+              "CONFIG_PROVE_RCU lockdep_rcu_suspicious() (f.5, D11)", fatal=False, fix="7cca2d0b7e7d"),
+    Invariant("lockdep-assert",
+              "every lockdep_assert_held*() holds: the lock is held, and in the asserted mode (held_read fails "
+              "for a writer)",
+              "lockdep_assert_held*() in tdp_mmu.c, tdx.c, mmu.c (b.0, f.18, D23)", fatal=False, fix="2ff14116982c"),
     Invariant("seamcall-unexpected-error",
               "no SEAMCALL fails unless the fault model injected it (the module's preconditions hold)",
               "TDX_BUG_ON* in tdx.c (f.7-f.13)"),
+    Invariant("busy-in-no-fail-path",
+              "TDX_OPERAND_BUSY from a TDX-module lock never reaches TDX_BUG_ON (KVM retries or returns -EBUSY "
+              "where a SEAMCALL can meet a lock), and no BUSY, injected or not, reaches it from the no-fail S-EPT "
+              "removal (RANGE.BLOCK, TRACK, PAGE.REMOVE), whose one retry, after every vCPU was kicked out of the "
+              "guest, must not be BUSY",
+              "tdh_do_no_vcpus, tdx_sept_remove_leaf_spte, tdx_track, tdx_vcpu_init (b.3, c.3, g.12, g.13)",
+              fix="3d626ce5a8cc, 9a89894f30d5"),
     Invariant("kernel-warn",
               "no WARN/KVM_BUG_ON fires except as a consequence of an injected failure",
               "WARN_ON_ONCE / KVM_BUG_ON sites (c.4)", fatal=False),
@@ -68,7 +124,8 @@ INVARIANTS: dict[str, Invariant] = {i.name: i for i in [
               "no SPTE stays FROZEN_SPTE after the thread that froze it drops mmu_lock",
               "__tdp_mmu_set_spte_atomic restore-on-failure (f.16, f.17)"),
     Invariant("mmu-lock-rules",
-              "mirror zaps hold mmu_lock for write; wait_for_sept_zap is set only inside such a section",
+              "wait_for_sept_zap is set only inside a write-locked mmu_lock section (the mode of the lock at "
+              "mirror zaps is checked by the kernel's asserts: lockdep-assert)",
               "lockdep_assert_held_write in tdx.c, tdh_do_no_vcpus (f.18)", fatal=False, fix="2ff14116982c"),
     Invariant("deadlock", "some task can always make progress until every task has finished",
               "the scheduler (all tasks blocked)"),
@@ -126,6 +183,8 @@ class Checker(Probe):
 
     # --- page events ---------------------------------------------------------------------------------
     def page_alloc(self, pfn: int, owner: int) -> None:
+        if pfn in self.host.td_keyed:
+            self._td_keyed(pfn, "reused", owner)
         m = self.metrics
         c = self.pages.counts
         if c[owner] > m.peak_by_owner[owner]:
@@ -140,12 +199,50 @@ class Checker(Probe):
         if self.pages.counts[new] > m.peak_by_owner[new]:
             m.peak_by_owner[new] = self.pages.counts[new]
 
+    def _deliberate(self, pfn: int, owner: int) -> Any:
+        """The injected failure whose TDX_BUG_ON made the kernel give up on this guest page: after a
+        failed leaf removal, E2+ returns -EIO and guest_memfd frees the folio (ce7b5695397b), accepted
+        only because the VM is bugged. Once given up that way, the page's later lives (handed out and
+        freed again, any owner) are the same accepted window. None for any other page or without that
+        causal link (D17)."""
+        fc = self.host.fault_causes
+        given_up = fc.get(("freed", pfn))
+        if given_up is not None or not self.kvm.bugged:
+            return given_up
+        cause = fc.get(pfn) if owner == GUEST else None
+        if cause is not None:
+            fc[("freed", pfn)] = cause
+        return cause
+
+    def _explained(self, name: str, title: str, cause: Any, pfn: int) -> None:
+        from ..kvm.tdx import cause_desc
+
+        self.expected.append({"kind": name, "title": title, "step": self.host.clock, "pfn": pfn,
+                              "cause": cause_desc(cause)})
+
+    def _td_keyed(self, pfn: int, how: str, owner: int) -> None:
+        hkid = self.host.td_keyed[pfn]
+        key = "the TDX global private KeyID" if hkid == 0 else f"HKID {hkid}"
+        title = (f"BUG: TDX: page {pfn:#x} {how} while it may hold TD-private cache lines ({key})")
+        cause = self._deliberate(pfn, owner)
+        if cause is not None:
+            self._explained("td-keyed-page-reused", title, cause, pfn)
+            return
+        self.violate("td-keyed-page-reused", title, (pfn,), pfn=pfn, hkid=hkid, owner=OWNER_NAMES[owner],
+                     chain=_model_chain(), task=self.host.current.name)
+
     def page_free(self, pfn: int, old_owner: int) -> None:
         pt = self.seam.pamt.type_of(pfn)
         if pt != PT_NDA:
-            self.violate("free-while-tdx-owned",
-                         f"BUG: page {pfn:#x} freed while the TDX module owns it ({PT_NAMES.get(pt, pt)})",
-                         (pfn,), ptype=PT_NAMES.get(pt, str(pt)), owner=OWNER_NAMES[old_owner])
+            title = f"BUG: page {pfn:#x} freed while the TDX module owns it ({PT_NAMES.get(pt, pt)})"
+            cause = self._deliberate(pfn, old_owner)
+            if cause is not None:
+                self._explained("free-while-tdx-owned", title, cause, pfn)
+            else:
+                self.violate("free-while-tdx-owned", title, (pfn,), ptype=PT_NAMES.get(pt, str(pt)),
+                             owner=OWNER_NAMES[old_owner])
+        if pfn in self.host.td_keyed:
+            self._td_keyed(pfn, "returned to the page allocator", old_owner)
         r = self._reclaimed_at.pop(pfn, None)
         if r is not None:
             self.metrics.retained_page_steps += self.host.clock - r[0]
@@ -182,22 +279,41 @@ class Checker(Probe):
         pfns = (pfn,) if isinstance(pfn, int) and pfn >= 0 else ()
         if kind == "use-after-free":
             self.violate("rcu-use-after-free" if d.get("in_rcu_reader") else "use-after-free", title, pfns, **d)
-        elif kind in ("double-free", "lock-context", "pamt-refcount"):
+        elif kind in ("double-free", "lock-context", "pamt-refcount", "sleep-in-atomic", "lock-order",
+                      "suspicious-rcu-usage", "lockdep-assert"):
             self.violate(kind, title, pfns, **d)
         elif kind == "TDX_BUG_ON":
-            if d.get("injected") or d.get("explained"):
-                self.expected.append({"kind": kind, "title": title, "step": self.host.clock})
+            if E.tdx_operand_busy(d.get("err", 0)) and (not d.get("injected") or d.get("leaf") in NO_FAIL_LEAVES):
+                self.violate("busy-in-no-fail-path", title, pfns, holders=self._busy_holders(d.get("injected")), **d)
+            elif d.get("injected") or d.get("explained"):
+                self.expected.append({"kind": kind, "title": title, "step": self.host.clock,
+                                      "cause": d.get("cause", "")})
             else:
                 self.violate("seamcall-unexpected-error", title, pfns, **d)
-        elif kind == "WARN" and str(d.get("site", "")).startswith("lockdep_assert"):
-            self.violate("mmu-lock-rules", title, pfns, **d)
         elif kind in ("KVM_BUG_ON", "WARN"):
             if d.get("explained") or d.get("injected"):
-                self.expected.append({"kind": kind, "title": title, "step": self.host.clock})
+                self.expected.append({"kind": kind, "title": title, "step": self.host.clock,
+                                      "cause": d.get("cause", "")})
             else:
                 self.violate("kernel-warn", title, pfns, **d)
         else:
             self.violate("kernel-warn", title, pfns, **d)
+
+    def _busy_holders(self, injected: Any) -> str:
+        """Who held TDX-module locks when a BUSY reached TDX_BUG_ON (the report's 'holders=')."""
+        if injected:
+            return "none: injected by the fault model"
+        out = [f"{t.task.name}: {t.op.what}" for t in self.world.threads  # type: ignore[union-attr]
+               if not t.done and isinstance(t.op.obj, tuple) and t.op.obj[:1] == ("in-module",)]
+        for td in self.seam.tds.values():
+            for v in self.kvm.vcpus:
+                vp = td.vcpus.get(v.tdvpr)
+                if vp is not None and vp.entering:
+                    tree = "S-EPT tree exclusive (zero-step), " if vp.sept_locked else ""
+                    out.append(f"vcpu{v.vcpu_id}: inside TDH.VP.ENTER ({tree}TD epoch shared, TDR shared)")
+                elif vp is not None and vp.in_guest_epoch >= 0:
+                    out.append(f"vcpu{v.vcpu_id}: in the guest (TDR shared)")
+        return "; ".join(out) or "none"
 
     # --- mirror SPTEs ------------------------------------------------------------------------------------
     def spte_write(self, sp: Any, idx: int, old: int, new: int) -> None:
@@ -227,7 +343,7 @@ class Checker(Probe):
                 continue
             if td is None or not is_hkid_assigned(kvm.tdx):
                 continue
-            if kvm.bugged and self.host.faults_injected:
+            if kvm.bugged and "td" in self.host.fault_causes:
                 continue  # the kernel bugged the VM on an injected failure: divergence is intended
             self._check_coherent(td, sp, idx, v, gfn)
 
@@ -290,6 +406,16 @@ class Checker(Probe):
             for pfn, pt in self.seam.pamt.ptype.items():
                 if pt not in (PT_NDA, PT_PAMT):
                     need[pfn >> 9] = need.get(pfn >> 9, 0) + 1
+            # References the kernel keeps on purpose (tdx_pamt_keep: WBINVD failure returns before the
+            # put, DPAMT v6 #09, D2): counted when the page is back with the host, with their cause.
+            for key, cause in self.host.fault_causes.items():
+                if isinstance(key, tuple) and key[0] == "pamt" and self.seam.pamt.type_of(key[1]) in (PT_NDA, PT_PAMT):
+                    need[key[1] >> 9] = need.get(key[1] >> 9, 0) + 1
+                    from ..kvm.tdx import cause_desc
+
+                    self.expected.append({"kind": "pamt-refcount", "step": self.host.clock, "pfn": key[1],
+                                          "title": f"PAMT_4K reference of page {key[1]:#x} kept on purpose",
+                                          "cause": cause_desc(cause)})
             regions = set(need) | {r for r, c in th.pamt_refcounts.items() if c} | set(self.seam.pamt.backing)
             for r in sorted(regions):
                 have = th.pamt_refcounts.get(r, 0)

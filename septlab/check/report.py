@@ -2,8 +2,14 @@
 
 use-after-free / double-free: KASAN ("BUG: KASAN: use-after-free in f", the access, "Allocated by",
 "Freed by", the page's history); lock-context: lockdep's "inconsistent lock state" splat with both
-usages; SEAMCALL contract and WARN/KVM_BUG_ON: the "cut here" WARNING with leaf and error by name.
-Every report ends with the command that replays it.
+usages; SEAMCALL contract and WARN/KVM_BUG_ON: the "cut here" WARNING with leaf and error by name;
+sleep-in-atomic: __might_resched()'s "BUG: sleeping function called from invalid context"; lock-order:
+lockdep's "possible circular locking dependency detected" (dependency chain with the stack where each
+dependency was first seen, the CPU0/CPU1 scenario) or "possible recursive locking detected";
+suspicious-rcu-usage: lockdep_rcu_suspicious()'s "WARNING: suspicious RCU usage"; lockdep-assert: the
+WARN_ON of lockdep_assert_held*(). <file>:<line> in these is the model's line of the annotation (the
+kernel prints its own source line; the call chain names the kernel functions). Every report ends with
+the command that replays it.
 """
 
 from __future__ import annotations
@@ -93,12 +99,100 @@ def _warn(v: Violation) -> list[str]:
            f"task: {v.task}  step: #{v.step}  invariant: {v.invariant}", "Call Trace:"]
     out += _chain(d.get("chain"), "  ")
     extra = {k: val for k, val in d.items() if k in ("gfn", "pfn", "level", "sept_state", "ptype", "owner",
-                                                    "region", "refcount", "expected", "by_owner", "blocked")}
+                                                    "region", "refcount", "expected", "by_owner", "blocked", "hkid",
+                                                    "cause")}
+    if d.get("holders"):
+        out.append(f"  TDX-module lock holders: {d['holders']}")
     if extra:
         out.append("  " + "  ".join(f"{k}={val:#x}" if isinstance(val, int) and k in ("gfn", "pfn", "region")
                                    else f"{k}={val}" for k, val in extra.items()))
     out.append("---[ end trace ]---")
     return out
+
+
+def _held(d: dict[str, Any], task: str) -> list[str]:
+    """lockdep_print_held_locks()."""
+    held = d.get("held") or []
+    pid = d.get("pid", "?")
+    if not held:
+        return [f"no locks held by {task}/{pid}."]
+    out = [f"{len(held)} lock{'s' if len(held) != 1 else ''} held by {task}/{pid}:"]
+    out += [f" #{i}: {name}, at: {at}" for i, (name, at) in enumerate(held)]
+    return out
+
+
+def _trace(d: dict[str, Any], task: str, step: Any) -> list[str]:
+    """dump_stack(): the header line, then the model's call chain, innermost first."""
+    return [f"CPU: {d.get('cpu', '?')} PID: {d.get('pid', '?')} Comm: {task} (step #{step})", "Call Trace:",
+            " <TASK>", *_chain(d.get("chain"), " "), " </TASK>"]
+
+
+def _might_sleep(v: Violation) -> list[str]:
+    d = v.details
+    return [
+        v.title,
+        f"in_atomic(): {d['in_atomic']}, irqs_disabled(): {d['irqs_disabled']}, non_block: {d['non_block']}, "
+        f"pid: {d['pid']}, name: {v.task}",
+        f"preempt_count: {d['preempt_count']:x}, expected: {d.get('expected', 0):x}",
+        f"RCU nest depth: {d['rcu_depth']}, expected: 0",
+        *_held(d, v.task),
+        f"sleeping call: {d['what']}" + (" (in softirq)" if d.get("in_softirq") else ""),
+        *_trace(d, v.task, v.step),
+    ]
+
+
+def _lock_order(v: Violation) -> list[str]:
+    d = v.details
+    acq, hold = d["acquiring"], d["holding"]
+    if d.get("form") == "recursive":
+        rule = "-" * 44
+        return [
+            "=" * 44, v.title, rule,
+            f"{v.task}/{d['pid']} is trying to acquire lock:", f" {acq[0]}, at: {acq[1]}", "",
+            "but task is already holding lock:", f" {hold[0]}, at: {hold[1]}", "",
+            "other info that might help us debug this:", " Possible unsafe locking scenario:", "",
+            "       CPU0", "       ----", f"  lock({d['source']});", f"  lock({d['source']});", "",
+            " *** DEADLOCK ***", "", " May be due to missing lock nesting notation", "",
+            *_held(d, v.task), "", "stack backtrace:", *_trace(d, v.task, v.step)]
+    rule = "-" * 54
+    out = ["=" * 54, v.title, rule,
+           f"{v.task}/{d['pid']} is trying to acquire lock:", f" {acq[0]}, at: {acq[1]}", "",
+           "but task is already holding lock:", f" {hold[0]}, at: {hold[1]}", "",
+           "which lock already depends on the new lock.", "", "",
+           "the existing dependency chain (in reverse order) is:"]
+    for depth, name, task, step, chain in d["entries"]:
+        out += ["", f"-> #{depth} {name}:", f"       [first seen: {task} at step #{step}]",
+                *_chain(chain, "       ")]
+    src, tgt, parent = d["source"], d["target"], d["parent"]
+    out += ["", "other info that might help us debug this:", ""]
+    if parent != src:
+        out += ["Chain exists of:", f"  {src} --> {parent} --> {tgt}", ""]
+    out += [" Possible unsafe locking scenario:", "",
+            "       CPU0                    CPU1",
+            "       ----                    ----",
+            f"  {'rlock' if d['tgt_read'] else 'lock'}({tgt});",
+            f"                               lock({parent});",
+            f"                               lock({tgt});",
+            f"  {'rlock' if d['src_read'] else 'lock'}({src});", "",
+            " *** DEADLOCK ***", "",
+            *_held(d, v.task), "", "stack backtrace:", *_trace(d, v.task, v.step)]
+    return out
+
+
+def _rcu_suspicious(v: Violation) -> list[str]:
+    d = v.details
+    return ["=" * 29, "WARNING: suspicious RCU usage", "-" * 29, v.title, "",
+            "other info that might help us debug this:", "", "",
+            f"rcu_scheduler_active = {d['rcu_scheduler_active']}, debug_locks = {d['debug_locks']}",
+            *_held(d, v.task), f"dereferenced: {d['what']}", "",
+            "stack backtrace:", *_trace(d, v.task, v.step)]
+
+
+def _lockdep_assert(v: Violation) -> list[str]:
+    d = v.details
+    return ["------------[ cut here ]------------", v.title,
+            f"{d['assertion']}: {d['why']}", *_held(d, v.task),
+            *_trace(d, v.task, v.step), "---[ end trace ]---"]
 
 
 def render(v: Violation, host: Any, log: list[tuple[int, str, str]] | None, replay_cmd: str, header: str) -> str:
@@ -112,6 +206,14 @@ def render(v: Violation, host: Any, log: list[tuple[int, str, str]] | None, repl
         out += _kasan(v, host)
     elif v.invariant == "lock-context":
         out += _lockdep(v)
+    elif v.invariant == "sleep-in-atomic":
+        out += _might_sleep(v)
+    elif v.invariant == "lock-order":
+        out += _lock_order(v)
+    elif v.invariant == "suspicious-rcu-usage":
+        out += _rcu_suspicious(v)
+    elif v.invariant == "lockdep-assert":
+        out += _lockdep_assert(v)
     else:
         out += _warn(v)
     if log:

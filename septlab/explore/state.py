@@ -93,6 +93,15 @@ def _sp(sp: KvmMmuPage) -> tuple:
             sp.is_root, sp.linked, sp.unlinked, sp.freed, tuple(sp.sptes))
 
 
+def _cause_key(k: Any) -> tuple[int, int]:
+    """host.fault_causes keys as ints: pfn, "td", ("gfn", g), ("pamt", pfn), ("freed", pfn), ("epoch", 0)."""
+    if isinstance(k, int):
+        return (0, k)
+    if k == "td":
+        return (1, 0)
+    return ({"gfn": 2, "pamt": 3, "freed": 4, "epoch": 5}[k[0]], k[1])
+
+
 def world_state(world: Any, threads: list[Any], checker: Any) -> tuple:
     """The canonical state tuple (full-state mode stores this; fingerprint mode stores its hash)."""
     host = world.host
@@ -106,8 +115,9 @@ def world_state(world: Any, threads: list[Any], checker: Any) -> tuple:
                    tuple((_s(n), _s(m)) for n, m in t.task.held), t.task.rcu_nesting, t.task.injected_error)
                   for t in threads)
     tds = tuple((tdr, td.hkid, td.lifecycle, td.op_state, td.child_count, td.td_epoch, tuple(td.epoch_refcount),
-                 td.wbcache_done,
-                 tuple((k, vp.initialized, vp.associated, vp.in_guest_epoch) for k, vp in sorted(td.vcpus.items())),
+                 td.wbcache_done, td.tdr_lock, td.sept_lock, td.epoch_lock, tuple(sorted(td.sept_entry_lock)),
+                 tuple((k, vp.initialized, vp.associated, vp.in_guest_epoch, vp.entering, vp.sept_locked,
+                        vp.epf_stepping) for k, vp in sorted(td.vcpus.items())),
                  tuple(sorted(td.sept_state.items())), tuple(sorted(td.sept_page.items())),
                  tuple(sorted(td.sept_bepoch.items())))
                 for tdr, td in sorted(seam.tds.items()))
@@ -115,7 +125,7 @@ def world_state(world: Any, threads: list[Any], checker: Any) -> tuple:
     vcpus = tuple((tuple(v.mmu_shadow_page_cache.objects), tuple(v.mmu_external_spt_cache.objects),
                    tuple(v.pamt_cache.pages), v.mirror_root.sp_id if v.mirror_root else -1,
                    v.direct_root.sp_id if v.direct_root else -1, v.tdvpr, tuple(v.tdcx), v.in_guest,
-                   v.initialized, v.accesses_done) for v in kvm.vcpus)
+                   v.initialized, v.accesses_done, v.guest_access) for v in kvm.vcpus)
     t = kvm.tdx
     touched = tuple(sorted((names.get(k, -1), tuple((sp.sp_id, i) for sp, i in v))
                            for k, v in checker._touched.items()))
@@ -129,6 +139,7 @@ def world_state(world: Any, threads: list[Any], checker: Any) -> tuple:
          rcu.queued, rcu.invoked),
         tuple(sorted((_s(lk), tuple(sorted(_s(s) for s in u))) for lk, u in host.lockdep.usage.items())),
         (host.faults_injected, host.injections),
+        (tuple(sorted(host.td_keyed.items())), tuple(sorted(_cause_key(k) for k in host.fault_causes))),
         (kvm.mmu_lock.readers, names.get(kvm.mmu_lock.writer or "", -1), names.get(th.pamt_lock.owner or "", -1)),
         (tuple(sorted(seam.pamt.ptype.items())), tuple(sorted(seam.pamt.owner.items())),
          tuple(sorted(seam.pamt.backing.items())), tds),
@@ -137,7 +148,8 @@ def world_state(world: Any, threads: list[Any], checker: Any) -> tuple:
         vcpus, sps,
         tuple(r.sp_id for r in kvm.roots), tuple(r.sp_id for r in kvm.scheduled_to_zap),
         (tuple(sorted(kvm.sp_seq.items())), kvm.tdp_mmu_pages, kvm.bugged, kvm.pre_fault_allowed, kvm.mmu_invalidate_seq,
-         kvm.mmu_invalidate_in_progress, tuple(sorted(kvm.shared_gfns)), tuple(sorted(kvm.gmem.items())), kvm.users),
+         kvm.mmu_invalidate_in_progress, tuple(sorted(kvm.shared_gfns)), tuple(sorted(kvm.gmem.items())), kvm.users,
+         kvm.populated, kvm.setup_zappers, kvm.setup_failed),
         touched,
     )
 

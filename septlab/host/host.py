@@ -29,6 +29,17 @@ class Host:
     seam: Any = None  # the TDX module (septlab.tdx_module.module.TdxModule)
     faults_injected: int = 0  # non-BUSY SEAMCALL failures injected so far (they explain later WARNs)
     injections: int = 0  # every injected SEAMCALL failure (the scenario's max_faults budget counts these)
+    # pfn -> HKID whose (possibly dirty) cache lines the page may still hold; 0 is the TDX global
+    # private KeyID (the TDR). Set when a TD gets the page, cleared by PAGE.WBINVD with that HKID or
+    # CACHE.WB (septlab/virt/td_keys.py). Hardware state, part of the explorer's canonical state.
+    td_keyed: dict[int, int] = field(default_factory=dict)
+    # Causal record of injected failures (check/invariants.py explains a report only through it):
+    # key -> (leaf, error, step, task) of the injected SEAMCALL. Keys: a pfn (that page's state is
+    # the failure's doing), ("gfn", gfn), "td" (the TD chain: the VM was bugged / a TD page left
+    # behind), ("pamt", pfn) (a PAMT reference the kernel keeps on purpose after the failure),
+    # ("freed", pfn) (a guest page the kernel gave up on after its failed removal: guest_memfd freed it),
+    # ("epoch", 0) (a TRACK failed: the TD's TLB epoch was not advanced).
+    fault_causes: dict[Any, tuple[str, str, int, str]] = field(default_factory=dict)
     tdx: Any = None  # host TDX state of arch/x86/virt/vmx/tdx (septlab.virt.dpamt.TdxHost)
     patches: Any = None  # the variant's kernel-function patch set (septlab.kernel.PatchSet), active while stepping
     # pfn -> (task, step, chain) of the last alloc and free, for KASAN-style reports without history.

@@ -10,7 +10,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .page_alloc import CACHED, alloc_page, free_page
+from .page_alloc import CACHED, GFP_KERNEL_ACCOUNT, alloc_page, free_page
 from .task import OP_RUN, Op
 
 if TYPE_CHECKING:
@@ -21,8 +21,9 @@ PageFree = Callable[["Host", int], Generator[Op, object, None]]
 
 
 def default_page_get(host: "Host") -> Generator[Op, object, int]:
-    """The cache's default page_get: alloc_page() (may sleep; only called before mmu_lock)."""
-    return alloc_page(host, CACHED)
+    """The cache's default page_get: mmu_memory_cache_alloc_obj() -> __get_free_page(GFP_KERNEL_ACCOUNT)
+    (may sleep: kvm_mmu_topup_memory_cache() is legal only outside mmu_lock)."""
+    return alloc_page(host, CACHED, GFP_KERNEL_ACCOUNT)
     yield  # pragma: no cover - makes this a generator
 
 
@@ -43,7 +44,9 @@ class KvmMmuMemoryCache:
 
 
 def kvm_mmu_topup_memory_cache(host: "Host", mc: KvmMmuMemoryCache, min_nr: int) -> Generator[Op, object, int]:
-    """kvm_mmu_topup_memory_cache(): fill to capacity if fewer than min_nr objects (may sleep)."""
+    """kvm_mmu_topup_memory_cache(): fill to capacity if fewer than min_nr objects. Each allocation is
+    GFP_KERNEL_ACCOUNT, so a topup that allocates may sleep (might_sleep() in alloc_page()); one that
+    finds the cache full does not, as in the kernel."""
     if len(mc.objects) >= min_nr:
         return 0
     yield Op(OP_RUN, ("cache", mc.name), f"topup({mc.name})")

@@ -16,8 +16,20 @@ import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .locks import might_sleep
+
 if TYPE_CHECKING:
     from .host import Host
+
+# gfp_t (include/linux/gfp_types.h). MODEL: the bits are symbolic; only whether an allocation may
+# block -- gfpflags_allow_blocking(), i.e. __GFP_DIRECT_RECLAIM -- and accounting are represented.
+__GFP_DIRECT_RECLAIM = 0x1
+__GFP_ACCOUNT = 0x2
+GFP_ATOMIC = 0x0  # never sleeps: what an allocation under a spinlock / mmu_lock must use
+GFP_NOWAIT = 0x0
+GFP_KERNEL = __GFP_DIRECT_RECLAIM
+GFP_KERNEL_ACCOUNT = GFP_KERNEL | __GFP_ACCOUNT
+GFP_NAMES = {GFP_ATOMIC: "GFP_ATOMIC", GFP_KERNEL: "GFP_KERNEL", GFP_KERNEL_ACCOUNT: "GFP_KERNEL_ACCOUNT"}
 
 FREE = 0
 CACHED = 1  # in a kvm_mmu_memory_cache / tdx_pamt_cache, not yet consumed
@@ -89,8 +101,15 @@ class PageAllocator:
         return [(lst.base + i, o) for _, lst in sorted(self.lists.items()) for i, o in enumerate(lst.owner)]
 
 
-def alloc_page(host: "Host", owner: int) -> int:
-    """alloc_page(GFP_KERNEL_ACCOUNT): the lowest free page of this CPU's list, else a never-used one."""
+def alloc_page(host: "Host", owner: int, gfp: int = GFP_KERNEL_ACCOUNT) -> int:
+    """alloc_page(gfp): the lowest free page of this CPU's list, else a never-used one.
+
+    A blocking gfp (GFP_KERNEL, GFP_KERNEL_ACCOUNT) may enter direct reclaim: prepare_alloc_pages() ->
+    might_alloc() -> might_sleep_if(gfpflags_allow_blocking(gfp)), illegal in atomic context."""
+    if gfp & __GFP_DIRECT_RECLAIM:
+        t = host.current
+        if t.preempt_count or t.rcu_nesting:
+            might_sleep(host, f"alloc_page({GFP_NAMES.get(gfp, hex(gfp))})")
     pa = host.pages
     cpu = host.current.cpu
     lst = pa.lists.get(cpu)

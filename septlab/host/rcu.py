@@ -5,16 +5,23 @@ its read-side section: no reader with entry sequence < s. A callback queued at s
 once gp_seq >= s + 2, i.e. after a full grace period that started after call_rcu() (the classic
 two-boundary rule). Callbacks run in the "rcu" task in softirq context, one per step, FIFO.
 MODEL: one global callback list (no per-CPU lists), no expedited grace periods, no synchronize_rcu.
+
+Lockdep-RCU (CONFIG_PROVE_RCU): rcu_dereference_check(p, c) warns "suspicious rcu_dereference_check()
+usage" unless `c` holds or the task is inside rcu_read_lock() (rcu_read_lock_held(); holding a spinlock
+or mmu_lock does not count for plain rcu_dereference()). The check is one attribute test, so it runs on
+every SPTE access.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .task import CTX_SOFTIRQ, OP_WAIT, Op, callchain
+from .locks import _site, might_sleep
+from .task import CTX_SOFTIRQ, OP_WAIT, SOFTIRQ_OFFSET, Op, callchain
 
 if TYPE_CHECKING:
     from .host import Host
@@ -71,6 +78,34 @@ def rcu_read_unlock(host: "Host") -> None:
         host.rcu.touches += 1
 
 
+def rcu_read_lock_held(host: "Host") -> bool:
+    """rcu_read_lock_held(): the current task is inside an rcu_read_lock() section."""
+    return host.current.rcu_nesting > 0
+
+
+def rcu_dereference_check(host: "Host", c: bool, what: str) -> None:
+    """rcu_dereference_check(p, c): `what` is the pointer dereferenced (e.g. kvm_tdp_mmu_read_spte's
+    sptep); `c` the lockdep condition the caller documents (lockdep_is_held(...)). rcu_dereference(p) is
+    rcu_dereference_check(p, 0). Callers on hot paths inline the `rcu_nesting` test and call
+    rcu_dereference_splat() only when it fails."""
+    if not c and not host.current.rcu_nesting:
+        _rcu_suspicious(host, sys._getframe(1), "suspicious rcu_dereference_check() usage", what)
+
+
+def rcu_dereference_splat(host: "Host", what: str) -> None:
+    """The failing branch of rcu_dereference() (RCU_LOCKDEP_WARN() -> lockdep_rcu_suspicious())."""
+    _rcu_suspicious(host, sys._getframe(1), "suspicious rcu_dereference_check() usage", what)
+
+
+def _rcu_suspicious(host: "Host", frame: object, s: str, what: str) -> None:
+    """lockdep_rcu_suspicious(file, line, s) (kernel/locking/lockdep.c)."""
+    t = host.current
+    host.probe.report(
+        "suspicious-rcu-usage", f"{_site(frame)} {s}!", what=what, task=t.name, pid=t.pid, cpu=t.cpu,
+        rcu_scheduler_active=2, debug_locks=1, held=host.lockdep.held_locks(t),
+        in_softirq=t.in_softirq, chain=callchain(), step=host.clock)
+
+
 def call_rcu(host: "Host", func: Callable[..., Generator[Op, object, None]], arg: Any) -> None:
     """call_rcu(): queue func(arg) to run in softirq after a grace period."""
     rcu = host.rcu
@@ -81,7 +116,9 @@ def call_rcu(host: "Host", func: Callable[..., Generator[Op, object, None]], arg
 
 
 def rcu_barrier(host: "Host") -> Generator[Op, object, None]:
-    """rcu_barrier(): wait until every callback queued so far has been invoked."""
+    """rcu_barrier(): wait until every callback queued so far has been invoked (may sleep: it takes
+    rcu_state.barrier_mutex and waits for a completion)."""
+    might_sleep(host, "rcu_barrier()")
     target = host.rcu.queued
     rcu = host.rcu
     rcu.touches += 1
@@ -98,7 +135,9 @@ def rcu_core(host: "Host") -> Generator[Op, object, None]:
             cb = rcu.callbacks.popleft()
             host.current_cb = cb
             task.ctx.append(CTX_SOFTIRQ)
+            task.preempt_count += SOFTIRQ_OFFSET  # __do_softirq(): in_softirq(), in_atomic()
             yield from cb.func(host, cb.arg)
+            task.preempt_count -= SOFTIRQ_OFFSET
             task.ctx.pop()
             host.current_cb = None
             rcu.invoked += 1

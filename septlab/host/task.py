@@ -43,6 +43,11 @@ class Op:
 CTX_PROCESS = "process"
 CTX_SOFTIRQ = "softirq"
 
+# preempt_count() (include/linux/preempt.h): every held spinlock/rwlock adds 1 (CONFIG_PREEMPT_COUNT),
+# running softirqs adds SOFTIRQ_OFFSET. in_atomic() is preempt_count() != 0.
+SOFTIRQ_OFFSET = 0x100
+PID_BASE = 1000  # MODEL: a task's pid is PID_BASE + its index among the world's tasks
+
 
 @dataclass(slots=True)
 class Task:
@@ -55,6 +60,11 @@ class Task:
     ctx: list[str] = field(default_factory=lambda: [CTX_PROCESS])
     held: list[tuple[str, str]] = field(default_factory=list)  # (lock name, mode)
     rcu_nesting: int = 0
+    # lockdep's held_locks[], parallel to `held`: (lock class, hlock->read, the function that took it);
+    # read is 0 exclusive, 1 non-recursive shared, 2 recursive shared, as lockdep's lock_acquire().
+    hlocks: list[tuple[str, int, str]] = field(default_factory=list)
+    preempt_count: int = 0
+    nest_refs: dict[str, int] = field(default_factory=dict)  # same-class locks merged under a nest_lock
     injected_error: bool = False  # the last SEAMCALL's error was injected by the fault model
     vcpu: Any = None
     done: bool = False
@@ -66,12 +76,17 @@ class Task:
     def holds(self, lock: str, mode: str | None = None) -> bool:
         return any(n == lock and (mode is None or m == mode) for n, m in self.held)
 
+    @property
+    def pid(self) -> int:
+        return PID_BASE + self.cpu
+
 
 # Frames of these modules are not part of a modelled call chain.
 _CHAIN_SKIP_MODULES = ("septlab.explore", "septlab.check", "septlab.metrics", "septlab.cli")
 _CHAIN_SKIP_FUNCS = frozenset({"callchain", "record", "_record", "page_event", "set_owner", "kasan_check",
-                               "<genexpr>", "<lambda>", "report", "__init__", "note", "kasan_report",
-                               "_done", "_seamcall", "warn"})
+                               "<genexpr>", "<lambda>", "<listcomp>", "report", "__init__", "note", "kasan_report",
+                               "_done", "_seamcall", "warn", "acquire", "_add_dep", "_recursive",
+                               "_might_sleep_splat", "_assert_fail", "_rcu_suspicious"})
 
 
 def callchain(limit: int = 12) -> tuple[str, ...]:

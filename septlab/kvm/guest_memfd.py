@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from ..host.locks import write_lock, write_unlock
+from ..host.locks import down_write, mutex_lock, mutex_unlock, up_write, write_lock, write_unlock
 from ..host.page_alloc import GUEST, LEAKED, alloc_page, free_page
 from ..host.task import Op
 from .tdp_mmu import kvm_tdp_mmu_unmap_gfn_range
@@ -49,9 +49,9 @@ def kvm_mmu_invalidate_range(kvm: "Kvm", start: int, end: int, to_shared: bool) 
 def kvm_gmem_truncate(kvm: "Kvm", start: int, end: int) -> None:
     """truncate_inode_pages_range(): free the private folios of [start, end).
 
-    MODEL: a page the TDX glue had to leak (removal failed) is not freed -- E1 behaviour (pinned pages).
-    Since ce7b5695397b (v6.19) the kernel frees the folio anyway after TDX_BUG_ON; the model keeps the
-    E1 rule because removal only fails here on injected non-BUSY errors (docs/fidelity-review.md #4).
+    E2+ (ce7b5695397b, v6.19): no pin, so a folio whose S-EPT removal failed (TDX_BUG_ON, VM bugged)
+    is freed like any other (b.3, D1); the checker classifies that free causally. A page the kernel
+    marked LEAKED is skipped: E1 pinning, kept only for variants that still leak on failure.
     """
     host = kvm.host
     for gfn in range(start, end):
@@ -61,16 +61,29 @@ def kvm_gmem_truncate(kvm: "Kvm", start: int, end: int) -> None:
 
 
 def kvm_gmem_convert_to_shared(kvm: "Kvm", start: int, end: int) -> Generator[Op, object, None]:
-    """KVM_SET_MEMORY_ATTRIBUTES(private -> shared) followed by fallocate(PUNCH_HOLE) on guest_memfd."""
+    """KVM_SET_MEMORY_ATTRIBUTES(private -> shared) followed by fallocate(PUNCH_HOLE) on guest_memfd.
+
+    kvm_gmem_punch_hole() holds the mapping's invalidate lock (filemap_invalidate_lock()) around its
+    invalidation and the truncate. MODEL: the two ioctls are one section (D22), zapping under the punch
+    hole's lock; SET_MEMORY_ATTRIBUTES' kvm->slots_lock is not taken (its zap would find nothing left)."""
+    host = kvm.host
+    yield from down_write(host, kvm.gmem_invalidate_lock)
     yield from kvm_mmu_invalidate_range(kvm, start, end, True)
     kvm_gmem_truncate(kvm, start, end)
+    up_write(host, kvm.gmem_invalidate_lock)
 
 
 def kvm_gmem_release(kvm: "Kvm") -> Generator[Op, object, None]:
     """kvm_gmem_release(): the file's last close zaps every private mapping, frees the folios, then
-    kvm_put_kvm() -- which is why every private leaf is gone before kvm_destroy_vm() runs."""
+    kvm_put_kvm() -- which is why every private leaf is gone before kvm_destroy_vm() runs. It holds
+    kvm->slots_lock, then the mapping's invalidate lock, around the invalidation."""
+    host = kvm.host
+    yield from mutex_lock(host, kvm.slots_lock)
+    yield from down_write(host, kvm.gmem_invalidate_lock)
     if kvm.gmem:
         lo, hi = min(kvm.gmem), max(kvm.gmem) + 1
         yield from kvm_mmu_invalidate_range(kvm, lo, hi, False)
         kvm_gmem_truncate(kvm, lo, hi)
+    up_write(host, kvm.gmem_invalidate_lock)
+    mutex_unlock(host, kvm.slots_lock)
     kvm.users -= 1

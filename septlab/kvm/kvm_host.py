@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..host.host import Host
-from ..host.locks import RwLock
+from ..host.locks import Mutex, RwLock, RwSem, SpinLock
 from ..host.memcache import KvmMmuMemoryCache
 from ..virt.dpamt import TdxPamtCache
 from .mmu_page import KvmMmuPage
@@ -47,6 +47,7 @@ class KvmVcpu:
     mmu_shadow_page_cache: KvmMmuMemoryCache
     mmu_external_spt_cache: KvmMmuMemoryCache
     pamt_cache: TdxPamtCache = field(default_factory=TdxPamtCache)
+    mutex: Mutex = field(default_factory=lambda: Mutex("vcpu->mutex", cls="&vcpu->mutex"))  # one lockdep class
     mirror_root: KvmMmuPage | None = None
     direct_root: KvmMmuPage | None = None
     tdvpr: int = -1
@@ -54,6 +55,8 @@ class KvmVcpu:
     in_guest: bool = False
     initialized: bool = False
     accesses_done: int = 0  # guest accesses handled so far (lets a scenario order host events)
+    # MODEL: the guest's next access, (gfn, private): what its EPT violation exit will report
+    guest_access: tuple[int, bool] = (-1, False)
 
 
 @dataclass(slots=True, eq=False)
@@ -62,7 +65,17 @@ class Kvm:
 
     host: Host
     ops: Any
-    mmu_lock: RwLock = field(default_factory=lambda: RwLock("mmu_lock"))
+    mmu_lock: RwLock = field(default_factory=lambda: RwLock("mmu_lock", cls="&kvm->mmu_lock"))
+    # kvm->arch.tdp_mmu_pages_lock: the root list (list_add_rcu/list_del_rcu) and the NX-huge-page list
+    tdp_mmu_pages_lock: SpinLock = field(
+        default_factory=lambda: SpinLock("tdp_mmu_pages_lock", cls="&kvm->arch.tdp_mmu_pages_lock"))
+    lock: Mutex = field(default_factory=lambda: Mutex("kvm->lock", cls="&kvm->lock"))
+    slots_lock: Mutex = field(default_factory=lambda: Mutex("slots_lock", cls="&kvm->slots_lock"))
+    # MODEL: vmx/tdx.c's global tdx_lock and the guest_memfd inode's mapping->invalidate_lock live here:
+    # one VM and one guest_memfd file are modelled.
+    tdx_lock: Mutex = field(default_factory=lambda: Mutex("tdx_lock", cls="tdx_lock"))
+    gmem_invalidate_lock: RwSem = field(
+        default_factory=lambda: RwSem("invalidate_lock", cls="mapping.invalidate_lock"))
     tdx: KvmTdx = field(default_factory=KvmTdx)
     vcpus: list[KvmVcpu] = field(default_factory=list)
     roots: list[KvmMmuPage] = field(default_factory=list)
@@ -77,6 +90,11 @@ class Kvm:
     shared_gfns: set[int] = field(default_factory=set)
     gmem: dict[int, int] = field(default_factory=dict)  # private gfn -> guest_memfd page
     users: int = 0  # references from vCPU fds and guest_memfd files (kvm_get_kvm/kvm_put_kvm)
+    # Userspace sequencing while the TD is built (not kernel state): KVM_TDX_INIT_MEM_REGION returned,
+    # and the hole punches userspace runs before KVM_TDX_FINALIZE_VM still running.
+    populated: bool = False
+    setup_zappers: int = 0
+    setup_failed: bool = False  # a build ioctl failed: userspace gives up and closes its fds
     cache_capacity: int = KVM_ARCH_NR_OBJS_PER_MEMORY_CACHE
 
 
@@ -86,13 +104,14 @@ def kvm_vm_bugged(kvm: Kvm) -> None:
 
 
 def KVM_BUG_ON(cond: bool, kvm: Kvm, site: str, msg: str) -> bool:  # noqa: N802 - kernel name
-    """KVM_BUG_ON(): WARN once and mark the VM bugged; explained if a fault was injected earlier."""
+    """KVM_BUG_ON(): WARN once and mark the VM bugged; explained if an injected failure started the TD chain."""
     if cond:
         host = kvm.host
         from ..host.task import callchain
 
+        cause = host.fault_causes.get("td")  # the TD chain an injected failure started (D17)
         host.probe.report("KVM_BUG_ON", f"WARNING: KVM_BUG_ON({msg}) in {site}", site=site,
-                          task=host.current.name, chain=callchain(),
-                          explained=host.faults_injected > 0)
+                          task=host.current.name, chain=callchain(), explained=cause is not None,
+                          cause="" if cause is None else f"{cause[0]} -> {cause[1]} injected at step #{cause[2]} ({cause[3]})")
         kvm_vm_bugged(kvm)
     return cond

@@ -2,6 +2,12 @@
 
 Every function keeps the kernel's name and lock contract. A read or write of an SPTE that another CPU
 may race with is one step; walks under mmu_lock held for write take no steps (nobody can race them).
+
+Lockdep: every SPTE access is the kernel's rcu_dereference(sptep) (kvm_tdp_mmu_read_spte(),
+__kvm_tdp_mmu_write_spte(), the cmpxchg in __tdp_mmu_set_spte_atomic(), sptep_to_sp(rcu_dereference())
+in tdp_mmu_init_child_sp() / handle_removed_pt() / is_mirror_sptep()) and is checked for an enclosing
+rcu_read_lock(); the kernel's lockdep_assert_held*() calls on these paths are made; root-list changes
+take tdp_mmu_pages_lock.
 """
 
 from __future__ import annotations
@@ -11,16 +17,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..host.locks import (
+    cond_resched_rwlock,
+    lockdep_assert_held,
     lockdep_assert_held_read,
     lockdep_assert_held_write,
     read_lock,
     read_unlock,
+    spin_lock_nostep,
+    spin_unlock,
     write_lock,
     write_unlock,
 )
 from ..host.memcache import kvm_mmu_memory_cache_alloc
 from ..host.page_alloc import EXTERNAL_SPT, SPT, free_page, kasan_check, set_owner
-from ..host.rcu import call_rcu, rcu_read_lock, rcu_read_unlock
+from ..host.rcu import call_rcu, rcu_dereference_splat, rcu_read_lock, rcu_read_unlock
 from ..host.task import OP_RUN, Op
 from .mmu_page import NO_PAGE, KvmMmuPage
 from .spte import (
@@ -76,14 +86,20 @@ class KvmPageFault:
 
 # --- SPTE accessors (each racing access is one step; KASAN-checked against the table's page) -------
 def tdp_read_spte(host: "Host", sp: KvmMmuPage, idx: int, what: str) -> Gen:
-    """READ_ONCE(*sptep) from a walker: one step, a KASAN check of sp->spt."""
+    """kvm_tdp_mmu_read_spte() (tdp_iter.h): READ_ONCE(*rcu_dereference(sptep)) from a walker: one
+    step, the RCU-lockdep check, a KASAN check of sp->spt."""
     yield Op(OP_RUN, ("spte", sp.sp_id, idx), what)
+    if not host.current.rcu_nesting:
+        rcu_dereference_splat(host, f"{what}: kvm_tdp_mmu_read_spte(sptep)")
     kasan_check(host, sp.spt, False, what)
     return sp.sptes[idx]
 
 
 def tdp_write_spte(host: "Host", sp: KvmMmuPage, idx: int, new: int) -> int:
-    """__kvm_tdp_mmu_write_spte(): the store itself, atomic with the caller's current step."""
+    """__kvm_tdp_mmu_write_spte() / kvm_tdp_mmu_write_spte_atomic(): WRITE_ONCE / xchg on
+    rcu_dereference(sptep), atomic with the caller's current step."""
+    if not host.current.rcu_nesting:
+        rcu_dereference_splat(host, "__kvm_tdp_mmu_write_spte(sptep)")
     kasan_check(host, sp.spt, True, "__kvm_tdp_mmu_write_spte")
     old = sp.sptes[idx]
     sp.sptes[idx] = new
@@ -92,12 +108,21 @@ def tdp_write_spte(host: "Host", sp: KvmMmuPage, idx: int, new: int) -> int:
 
 
 def tdp_cmpxchg_spte(host: "Host", sp: KvmMmuPage, idx: int, old: int, new: int) -> Generator[Op, object, bool]:
-    """try_cmpxchg64(sptep, &old, new): one step."""
+    """try_cmpxchg64(rcu_dereference(iter->sptep), &old, new) (__tdp_mmu_set_spte_atomic): one step."""
     yield Op(OP_RUN, ("spte", sp.sp_id, idx), "try_cmpxchg64")
+    if not host.current.rcu_nesting:
+        rcu_dereference_splat(host, "__tdp_mmu_set_spte_atomic: rcu_dereference(iter->sptep)")
     if sp.sptes[idx] != old:
         return False
     tdp_write_spte(host, sp, idx, new)
     return True
+
+
+def is_mirror_sptep(host: "Host", sp: KvmMmuPage) -> bool:
+    """is_mirror_sptep() (spte.h): is_mirror_sp(sptep_to_sp(rcu_dereference(sptep)))."""
+    if not host.current.rcu_nesting:
+        rcu_dereference_splat(host, "is_mirror_sptep(sptep)")
+    return sp.is_mirror
 
 
 def sp_entry_gfn(sp: KvmMmuPage, idx: int) -> int:
@@ -119,8 +144,11 @@ def tdp_mmu_alloc_sp(vcpu: "KvmVcpu") -> KvmMmuPage:
     return sp
 
 
-def tdp_mmu_init_child_sp(child: KvmMmuPage, it: TdpIter) -> None:
-    """tdp_mmu_init_child_sp(): one level down, same role (mirror stays mirror)."""
+def tdp_mmu_init_child_sp(host: "Host", child: KvmMmuPage, it: TdpIter) -> None:
+    """tdp_mmu_init_child_sp(): one level down, same role (mirror stays mirror); the parent is
+    sptep_to_sp(rcu_dereference(iter->sptep))."""
+    if not host.current.rcu_nesting:
+        rcu_dereference_splat(host, "tdp_mmu_init_child_sp: rcu_dereference(iter->sptep)")
     child.level = it.level - 1
     child.gfn = level_base_gfn(it.gfn, child.level)
     child.is_mirror = it.sp.is_mirror
@@ -142,7 +170,9 @@ def tdp_account_mmu_page(kvm: "Kvm", sp: KvmMmuPage) -> None:
 
 
 def tdp_mmu_unlink_sp(kvm: "Kvm", sp: KvmMmuPage) -> None:
-    """tdp_mmu_unlink_sp(): unaccount (MODEL: no NX huge page list)."""
+    """tdp_mmu_unlink_sp(): unaccount. The kernel then takes tdp_mmu_pages_lock only if
+    sp->nx_huge_page_disallowed, which is never set with 4K-only private mappings (req_level 4K, so
+    kvm_tdp_mmu_map() never calls track_possible_nx_huge_page()). MODEL: no NX huge page list."""
     sp.unlinked = True
     if sp.linked:
         kvm.tdp_mmu_pages -= 1
@@ -156,7 +186,7 @@ def __tdp_mmu_set_spte_atomic(kvm: "Kvm", it: TdpIter, new_spte: int) -> Gen:
     """
     host = kvm.host
     sp, idx = it.sp, it.idx
-    if sp.is_mirror:
+    if is_mirror_sptep(host, sp):
         # No vCPU may see new_spte before the S-EPT entry exists: own the entry while the SEAMCALL runs.
         if not (yield from tdp_cmpxchg_spte(host, sp, idx, it.old_spte, FROZEN_SPTE)):
             it.old_spte = sp.sptes[idx]
@@ -219,6 +249,8 @@ def handle_removed_pt(kvm: "Kvm", sp: KvmMmuPage, shared: bool) -> Gen:
     racing installer fail, and entries are independent); present ones are exchanged one step each.
     """
     host = kvm.host
+    if not host.current.rcu_nesting:  # sptep_to_sp(rcu_dereference(pt))
+        rcu_dereference_splat(host, "handle_removed_pt: rcu_dereference(pt)")
     tdp_mmu_unlink_sp(kvm, sp)
     sptes = sp.sptes
     if shared:
@@ -342,7 +374,7 @@ def kvm_tdp_mmu_map(vcpu: "KvmVcpu", fault: KvmPageFault) -> Gen:
             level -= 1
             continue
         child = tdp_mmu_alloc_sp(vcpu)
-        tdp_mmu_init_child_sp(child, it)
+        tdp_mmu_init_child_sp(host, child, it)
         if child.is_mirror:
             kvm_mmu_alloc_external_spt(vcpu, child)
         if (yield from tdp_mmu_link_sp(kvm, it, child, True)):
@@ -354,15 +386,26 @@ def kvm_tdp_mmu_map(vcpu: "KvmVcpu", fault: KvmPageFault) -> Gen:
     return ret
 
 
+def kvm_tdp_mmu_walk_lockless_begin(host: "Host") -> None:
+    """kvm_tdp_mmu_walk_lockless_begin() (walk_shadow_page_lockless_begin() for the TDP MMU): rcu_read_lock()."""
+    rcu_read_lock(host)
+
+
+def kvm_tdp_mmu_walk_lockless_end(host: "Host") -> None:
+    """kvm_tdp_mmu_walk_lockless_end(): rcu_read_unlock()."""
+    rcu_read_unlock(host)
+
+
 def kvm_tdp_mmu_walk_lockless(vcpu: "KvmVcpu", gfn: int) -> Gen:
     """kvm_tdp_mmu_fast_pf_get_last_sptep() under walk_shadow_page_lockless_begin(): RCU only.
 
     Used by fast_page_fault(); the root may already be invalid and being zapped under read lock,
     which is exactly what RCU-deferred freeing of page tables protects.
     """
-    host = vcpu.kvm.host
+    kvm = vcpu.kvm
+    host = kvm.host
     root = vcpu.direct_root
-    rcu_read_lock(host)
+    kvm.ops.kvm_tdp_mmu_walk_lockless_begin(host)
     sp = root
     level = root.level
     spte = SHADOW_NONPRESENT_VALUE
@@ -372,37 +415,54 @@ def kvm_tdp_mmu_walk_lockless(vcpu: "KvmVcpu", gfn: int) -> Gen:
             break
         sp = vcpu.kvm.sp_by_spt.get(spte_to_pfn(spte), sp)
         level -= 1
-    rcu_read_unlock(host)
+    kvm.ops.kvm_tdp_mmu_walk_lockless_end(host)
     return spte
 
 
 # --- roots -----------------------------------------------------------------------------------------
+def tdp_mmu_next_root_check(kvm: "Kvm") -> None:
+    """The lockdep side of tdp_mmu_next_root() / for_each_*tdp_mmu_root_yield_safe(): "While the roots
+    themselves are RCU-protected, fields such as role.invalid are protected by mmu_lock":
+    lockdep_assert_held(&kvm->mmu_lock). MODEL: the list walk itself happens inside the caller's step,
+    under the rcu_read_lock() tdp_mmu_next_root() takes, so it needs no RCU check of its own."""
+    lockdep_assert_held(kvm.host, kvm.mmu_lock)
+
+
 def kvm_tdp_mmu_alloc_root(vcpu: "KvmVcpu", mirror: bool) -> Generator[Op, object, KvmMmuPage]:
     """kvm_tdp_mmu_alloc_root(): reuse a valid root of the same role, else a new one (refcount 2:
-    one for the vCPU, one for the root list until the root is invalidated)."""
+    one for the vCPU, one for the root list until the root is invalidated). The new root is added to
+    tdp_mmu_roots (list_add_rcu) under tdp_mmu_pages_lock, after a recheck under that lock."""
     kvm = vcpu.kvm
-    yield from write_lock(kvm.host, kvm.mmu_lock)
+    host = kvm.host
+    yield from write_lock(host, kvm.mmu_lock)
+    tdp_mmu_next_root_check(kvm)  # for_each_valid_tdp_mmu_root_yield_safe()
     for root in kvm.roots:
         if root.is_mirror == mirror and not root.invalid:
             root.root_count += 1
-            write_unlock(kvm.host, kvm.mmu_lock)
+            write_unlock(host, kvm.mmu_lock)
             return root
+    spin_lock_nostep(host, kvm.tdp_mmu_pages_lock)
     root = tdp_mmu_alloc_sp(vcpu)
     root.level = ROOT_LEVEL
     root.is_mirror = mirror
     root.is_root = True
     root.root_count = 2
     kvm.roots.append(root)
-    write_unlock(kvm.host, kvm.mmu_lock)
+    spin_unlock(host, kvm.tdp_mmu_pages_lock)
+    write_unlock(host, kvm.mmu_lock)
     return root
 
 
 def kvm_tdp_mmu_put_root(kvm: "Kvm", root: KvmMmuPage) -> None:
-    """kvm_tdp_mmu_put_root(): the last reference unlinks the root and frees it via RCU."""
+    """kvm_tdp_mmu_put_root(): the last reference unlinks the root (list_del_rcu under
+    tdp_mmu_pages_lock) and frees it via RCU."""
     root.root_count -= 1
     if root.root_count == 0:
+        host = kvm.host
+        spin_lock_nostep(host, kvm.tdp_mmu_pages_lock)
         kvm.roots.remove(root)
-        call_rcu(kvm.host, tdp_mmu_free_sp_rcu_callback, (kvm, root))
+        spin_unlock(host, kvm.tdp_mmu_pages_lock)
+        call_rcu(host, tdp_mmu_free_sp_rcu_callback, (kvm, root))
 
 
 def kvm_tdp_mmu_invalidate_roots(kvm: "Kvm", mirror_too: bool) -> None:
@@ -423,13 +483,19 @@ def tdp_mmu_zap_root(kvm: "Kvm", root: KvmMmuPage, shared: bool) -> Gen:
     host = kvm.host
     rcu_read_lock(host)
     # MODEL: the present entries of a table are listed once, then re-checked; nothing can make an entry
-    # of an invalidated root present meanwhile (faults never map into invalid roots).
+    # of an invalidated root present meanwhile (faults never map into invalid roots). Each listing is
+    # the iterator's kvm_tdp_mmu_read_spte(): an rcu_dereference().
+    if not host.current.rcu_nesting:
+        rcu_dereference_splat(host, "tdp_mmu_zap_root: kvm_tdp_mmu_read_spte(root sptep)")
     for l3 in [kvm.sp_by_spt[spte_to_pfn(s)] for s in root.sptes if s & PT_PRESENT_MASK]:
         # tdp_mmu_iter_cond_resched(): leave the RCU read-side section between 1G tables so grace
         # periods (and RCU-deferred frees) can progress during a long zap. MODEL: mmu_lock stays held.
         rcu_read_unlock(host)
+        cond_resched_rwlock(host, kvm.mmu_lock)
         yield Op(OP_RUN, ("sp", l3.sp_id), "tdp_mmu_iter_cond_resched")
         rcu_read_lock(host)
+        if not host.current.rcu_nesting:
+            rcu_dereference_splat(host, "tdp_mmu_zap_root: kvm_tdp_mmu_read_spte(sptep)")
         for i in [i for i, v in enumerate(l3.sptes) if v & PT_PRESENT_MASK]:
             if l3.sptes[i] & PT_PRESENT_MASK:
                 yield from tdp_mmu_zap_spte(kvm, TdpIter(l3, i, l3.level, sp_entry_gfn(l3, i), l3.sptes[i]), shared)
@@ -459,6 +525,7 @@ def kvm_tdp_mmu_zap_invalidated_roots(kvm: "Kvm", shared: bool) -> Gen:
             yield from read_lock(host, kvm.mmu_lock)
         else:
             yield from write_lock(host, kvm.mmu_lock)
+        tdp_mmu_next_root_check(kvm)  # for_each_tdp_mmu_root_yield_safe()
         yield from tdp_mmu_zap_root(kvm, root, shared)
         kvm_tdp_mmu_put_root(kvm, root)
         if shared:
@@ -490,6 +557,8 @@ def tdp_mmu_zap_leafs(kvm: "Kvm", root: KvmMmuPage, start: int, end: int) -> Gen
     gfn = start
     while gfn < end:
         block_end = min(end, (gfn | 511) + 1)
+        if not host.current.rcu_nesting:  # the walk's kvm_tdp_mmu_read_spte()
+            rcu_dereference_splat(host, "tdp_mmu_zap_leafs: kvm_tdp_mmu_read_spte(sptep)")
         sp = tdp_mmu_find_leaf_table(root, gfn, kvm.sp_by_spt)
         if sp is not None:
             for g in range(gfn, block_end):
@@ -503,7 +572,9 @@ def tdp_mmu_zap_leafs(kvm: "Kvm", root: KvmMmuPage, start: int, end: int) -> Gen
 
 
 def kvm_tdp_mmu_unmap_gfn_range(kvm: "Kvm", start: int, end: int, private: bool) -> Gen:
-    """kvm_tdp_mmu_unmap_gfn_range(): roots matching the attribute filter, invalid ones included."""
+    """kvm_tdp_mmu_unmap_gfn_range(): roots matching the attribute filter, invalid ones included
+    (__for_each_tdp_mmu_root_yield_safe())."""
+    tdp_mmu_next_root_check(kvm)
     for root in list(kvm.roots) + [r for r in kvm.scheduled_to_zap if r not in kvm.roots]:
         if root.is_mirror == private:
             yield from tdp_mmu_zap_leafs(kvm, root, start, end)

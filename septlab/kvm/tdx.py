@@ -3,7 +3,8 @@
 S-EPT hooks (set_external_spte = tdx_sept_set_private_spte, free_external_spt =
 tdx_sept_free_private_spt), leaf removal (BLOCK, TRACK + kick, REMOVE, WBINVD), TD and vCPU
 construction, HKID release and reclaim of control pages. Error grading follows the kernel: BUSY on the
-map side -> -EBUSY and retry; any other SEAMCALL error -> TDX_BUG_ON (WARN + bug the VM) and leak.
+map side -> -EBUSY and retry; any other SEAMCALL error -> TDX_BUG_ON (WARN + bug the VM) and leak the
+S-EPT / control page; a guest page whose removal failed is not leaked (E2+, ce7b5695397b).
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from ..host.locks import lockdep_assert_held_write, write_lock, write_unlock
+from ..host.locks import (
+    lockdep_assert_held,
+    lockdep_assert_held_write,
+    mutex_lock,
+    mutex_unlock,
+    write_lock,
+    write_unlock,
+)
 from ..host.page_alloc import EXTERNAL_SPT, TD_CONTROL, set_owner
 from ..host.task import OP_RUN, Op, callchain
 from ..tdx_module import errno as E
@@ -21,6 +29,7 @@ from ..virt.dpamt import (
     tdx_free_control_page,
     tdx_leak_page,
     tdx_pamt_get,
+    tdx_pamt_keep,
     tdx_pamt_put,
     tdx_topup_pamt_cache,
 )
@@ -44,8 +53,54 @@ if TYPE_CHECKING:
 Gen = Generator[Op, object, int]
 EBUSY = -16
 EIO = -5
+ENOMEM = -12
 NR_TDCS_PAGES = 2  # MODEL: the real count comes from TDX metadata; 2 keeps the TD small
 NR_TDCX_PAGES = 1
+
+
+# Leaves whose genuine failure an earlier injected failure on the same TD can cause without touching
+# the same page: the TD-wide teardown steps (a page the failure left with the TD keeps the TDR's child
+# count up, a leaked vCPU association keeps VPFLUSHDONE from succeeding, ...).
+TD_CHAIN_LEAVES = frozenset((E.TDH_PHYMEM_PAGE_RECLAIM, E.TDH_MNG_VPFLUSHDONE, E.TDH_MNG_KEY_FREEID,
+                             E.TDH_VP_FLUSH, E.TDH_PHYMEM_CACHE_WB))
+
+
+def cause_desc(cause: tuple[str, str, int, str] | None) -> str:
+    """The report's causal link: 'TDH.MEM.PAGE.REMOVE -> TDX_... injected at step #12 (zapper)'."""
+    return "" if cause is None else f"{cause[0]} -> {cause[1]} injected at step #{cause[2]} ({cause[3]})"
+
+
+def tdx_fault_cause(host: "Host", leaf: int, err: int, injected: bool, pfn: Any = None,
+                    gfn: Any = None) -> tuple[str, str, int, str] | None:
+    """Checker bookkeeping, not kernel code: the injected SEAMCALL failure a TDX_BUG_ON is due to.
+
+    An injected failure that reaches a failure report is its own cause and starts a TD chain (a BUSY
+    reaching TDX_BUG_ON is still busy-in-no-fail-path: the checker looks at that first). A failed TRACK
+    leaves the TD's epoch behind, which a later REMOVE meets as TDX_TLB_TRACKING_NOT_DONE. Any other
+    genuine error is explained only through the same page or gfn, or -- for the TD-wide teardown
+    leaves -- the TD chain (D17: "some fault was injected earlier" explains nothing by itself). The
+    page and gfn inherit the cause."""
+    fc = host.fault_causes
+    cause: tuple[str, str, int, str] | None
+    if injected:
+        cause = (E.leaf_name(leaf), E.err_name(err), host.clock, host.current.name)
+        fc.setdefault("td", cause)
+        if leaf == E.TDH_MEM_TRACK:
+            fc.setdefault(("epoch", 0), cause)
+    else:
+        cause = fc.get(pfn) if isinstance(pfn, int) else None
+        if cause is None and gfn is not None:
+            cause = fc.get(("gfn", gfn))
+        if cause is None and E.status(err) == E.TDX_TLB_TRACKING_NOT_DONE:
+            cause = fc.get(("epoch", 0))
+        if cause is None and (leaf in TD_CHAIN_LEAVES or (leaf == E.TDH_PHYMEM_PAGE_WBINVD and pfn is None)):
+            cause = fc.get("td")
+    if cause is not None:
+        if isinstance(pfn, int):
+            fc.setdefault(pfn, cause)
+        if gfn is not None:
+            fc.setdefault(("gfn", gfn), cause)
+    return cause
 
 
 def TDX_BUG_ON(err: int, leaf: int, kvm: Kvm | None, host: "Host", **ctx: Any) -> bool:  # noqa: N802
@@ -53,9 +108,10 @@ def TDX_BUG_ON(err: int, leaf: int, kvm: Kvm | None, host: "Host", **ctx: Any) -
     if not err:
         return False
     injected = host.current.injected_error
+    cause = tdx_fault_cause(host, leaf, err, injected, ctx.get("pfn"), ctx.get("gfn"))
     host.probe.report(
-        "TDX_BUG_ON", f"WARNING: {E.leaf_name(leaf)} failed: {E.err_name(err)}",
-        leaf=leaf, err=err, injected=injected, explained=injected or host.faults_injected > 0,
+        "TDX_BUG_ON", f"WARNING: {E.leaf_name(leaf)} failed: {E.err_desc(err)}",
+        leaf=leaf, err=err, injected=injected, explained=cause is not None, cause=cause_desc(cause),
         task=host.current.name, chain=callchain(), **ctx)
     if kvm is not None:
         kvm_vm_bugged(kvm)
@@ -75,8 +131,10 @@ def kvm_make_all_cpus_request(kvm: Kvm, req: str) -> Generator[Op, object, None]
 def tdh_do_no_vcpus(fn: Callable[..., Gen], kvm: Kvm, *args: Any) -> Gen:
     """tdh_do_no_vcpus() (3d626ce5a8cc): on BUSY, keep vCPUs out of the guest, kick them, retry once.
 
-    MODEL: the retry is marked nofail: the kernel (and the module) guarantee it cannot be BUSY again
-    once no vCPU holds module locks, so the fault model does not inject there.
+    "Note, the retry is guaranteed to succeed, absent KVM and/or TDX-Module bugs": the model does not
+    assume it. The retry is nofail only for the fault model (no injected BUSY: a spontaneous BUSY is
+    a running vCPU's module lock, which the kick released); the module answers it from its lock state,
+    and a BUSY that still reaches TDX_BUG_ON is the violation busy-in-no-fail-path.
     """
     err = yield from fn(kvm.host, *args)
     if E.tdx_operand_busy(err):
@@ -89,7 +147,9 @@ def tdh_do_no_vcpus(fn: Callable[..., Gen], kvm: Kvm, *args: Any) -> Gen:
 
 # --- S-EPT hooks -----------------------------------------------------------------------------------
 def tdx_sept_set_private_spte(kvm: Kvm, gfn: int, old_spte: int, new_spte: int, level: int) -> Gen:
-    """tdx_sept_set_private_spte() (kvm_x86_ops.set_external_spte, E3 signature with old_spte)."""
+    """tdx_sept_set_private_spte() (kvm_x86_ops.set_external_spte, E3 signature with old_spte); E3
+    (40342185fd2b) asserts mmu_lock here, held in either mode."""
+    lockdep_assert_held(kvm.host, kvm.mmu_lock)
     if is_shadow_present_pte(old_spte):
         # to-non-present: must be under exclusive mmu_lock (the hook asserts it).
         return (yield from kvm.ops.tdx_sept_remove_leaf_spte(kvm, gfn, level, old_spte))
@@ -115,10 +175,11 @@ def tdx_sept_map_nonleaf_spte(kvm: Kvm, gfn: int, level: int, new_spte: int) -> 
         return EIO
     page = child.external_spt  # type: ignore[union-attr]
     vcpu = running_vcpu(kvm)
+    # DPAMT v6 #09: unconditional; a NULL cache would make tdx_pamt_get() sleep under mmu_lock (D3).
+    if KVM_BUG_ON(vcpu is None, kvm, "tdx_sept_map_nonleaf_spte", "!vcpu"):
+        return EIO
     if kvm.ops.pamt_get_at_link:
-        if KVM_BUG_ON(vcpu is None and host.tdx.dpamt, kvm, "tdx_sept_map_nonleaf_spte", "!kvm_get_running_vcpu()"):
-            return EIO
-        if (yield from tdx_pamt_get(host, page, vcpu.pamt_cache if vcpu else None)):
+        if (yield from tdx_pamt_get(host, page, vcpu.pamt_cache)):  # type: ignore[union-attr]
             return EIO
     err = yield from S.tdh_mem_sept_add(host, kvm.tdx.tdr, gfn, level, page)
     if E.tdx_operand_busy(err):
@@ -139,9 +200,13 @@ def tdx_sept_map_leaf_spte(kvm: Kvm, gfn: int, level: int, new_spte: int) -> Gen
         return EIO
     pfn = spte_to_pfn(new_spte)
     vcpu = running_vcpu(kvm)
-    if (yield from tdx_pamt_get(host, pfn, vcpu.pamt_cache if vcpu else None)):
+    # DPAMT v6 #09: unconditional; a NULL cache would make tdx_pamt_get() sleep under mmu_lock (D3).
+    if KVM_BUG_ON(vcpu is None, kvm, "tdx_sept_map_leaf_spte", "!vcpu"):
+        return EIO
+    if (yield from tdx_pamt_get(host, pfn, vcpu.pamt_cache)):  # type: ignore[union-attr]
         return EIO
     if kvm.tdx.state != TD_STATE_RUNNABLE:
+        lockdep_assert_held(host, kvm.slots_lock)  # tdx_mem_page_add() (b.2)
         leaf = E.TDH_MEM_PAGE_ADD
         err = yield from S.tdh_mem_page_add(host, kvm.tdx.tdr, gfn, level, pfn)
     else:
@@ -170,7 +235,11 @@ def tdx_track(kvm: Kvm) -> Gen:
 def tdx_sept_remove_leaf_spte(kvm: Kvm, gfn: int, level: int, old_spte: int) -> Gen:
     """tdx_sept_remove_leaf_spte(): BLOCK, TRACK + kick, REMOVE, WBINVD, reset, [E4 PAMT put].
 
-    Cannot fail in a recoverable way: any error bugs the VM and the page is leaked.
+    Cannot fail in a recoverable way: any BLOCK/REMOVE/WBINVD error is TDX_BUG_ON (WARN + bug the VM)
+    and -EIO. E2+ (ce7b5695397b dropped the pin): nothing is leaked, guest_memfd frees the folio on
+    truncate -- even one the module still holds as PT_REG (BLOCK/REMOVE failed) or one that may still
+    hold the TD's cache lines (WBINVD failed). The kernel accepts that only because the VM is bugged
+    (b.3, D1). [E4: a WBINVD failure returns before tdx_pamt_put(): the reference is kept for good.]
     """
     host = kvm.host
     pfn = spte_to_pfn(old_spte)
@@ -183,16 +252,14 @@ def tdx_sept_remove_leaf_spte(kvm: Kvm, gfn: int, level: int, old_spte: int) -> 
     tdr = kvm.tdx.tdr
     err = yield from kvm.ops.tdh_do_no_vcpus(S.tdh_mem_range_block, kvm, tdr, gfn, level)
     if TDX_BUG_ON(err, E.TDH_MEM_RANGE_BLOCK, kvm, host, gfn=gfn, pfn=pfn):
-        tdx_leak_page(host, pfn, "RANGE.BLOCK failed")
         return EIO
     yield from kvm.ops.tdx_track(kvm)
     err = yield from kvm.ops.tdh_do_no_vcpus(S.tdh_mem_page_remove, kvm, tdr, gfn, level)
     if TDX_BUG_ON(err, E.TDH_MEM_PAGE_REMOVE, kvm, host, gfn=gfn, pfn=pfn):
-        tdx_leak_page(host, pfn, "PAGE.REMOVE failed")
         return EIO
     err = yield from S.tdh_phymem_page_wbinvd_hkid(host, kvm.tdx.hkid, pfn)
     if TDX_BUG_ON(err, E.TDH_PHYMEM_PAGE_WBINVD, kvm, host, pfn=pfn):
-        tdx_leak_page(host, pfn, "PAGE.WBINVD failed")
+        tdx_pamt_keep(host, pfn)
         return EIO
     # tdx_quirk_reset_paddr(): MOVDIR64B only on X86_BUG_TDX_PW_MCE parts; no state change here.
     yield from tdx_pamt_put(host, pfn)
@@ -242,35 +309,67 @@ def tdx_topup_external_cache(vcpu: KvmVcpu, min_nr_spts: int) -> None:
 
 # --- TD / vCPU construction ------------------------------------------------------------------------
 def __tdx_td_init(kvm: Kvm) -> Gen:
-    """__tdx_td_init(): TDR + TDCS pages, MNG.CREATE, KEY.CONFIG, ADDCX, MNG.INIT."""
+    """__tdx_td_init(): TDR + TDCS pages, MNG.CREATE, KEY.CONFIG, ADDCX, MNG.INIT, with the kernel's
+    three unwind labels: free_tdcs/free_tdr (nothing given to the module yet: plain frees), and
+    teardown (free the TDCS pages not yet added, then tdx_mmu_release_hkid() and
+    tdx_reclaim_td_control_pages() at once). MODEL: a KEY.CONFIG failure reaches teardown before
+    td.tdcs_pages is set, so the TDCS pages are dropped without a free, as the kernel's are."""
     host = kvm.host
     t = kvm.tdx
     host.tdx.hkids += 1
     t.hkid = host.tdx.hkids
     t.tdr = yield from tdx_alloc_control_page(host)
-    t.tdcs = []
+    tdcs = []
     for _ in range(NR_TDCS_PAGES):
-        t.tdcs.append((yield from tdx_alloc_control_page(host)))
+        tdcs.append((yield from tdx_alloc_control_page(host)))
+    if t.tdr < 0 or min(tdcs) < 0:  # goto free_tdcs / free_tdr
+        return (yield from _tdx_td_init_free(kvm, tdcs, ENOMEM))
+    yield from mutex_lock(host, kvm.tdx_lock)  # serialises TDH.MNG.CREATE with KEY.FREEID (b.0)
     err = yield from S.tdh_mng_create(host, t.tdr, t.hkid)
-    if TDX_BUG_ON(err, E.TDH_MNG_CREATE, kvm, host):
-        return EIO
+    mutex_unlock(host, kvm.tdx_lock)
+    if TDX_BUG_ON(err, E.TDH_MNG_CREATE, kvm, host):  # goto free_packages
+        return (yield from _tdx_td_init_free(kvm, tdcs, EIO))
     err = yield from S.tdh_mng_key_config(host, t.tdr)
     if TDX_BUG_ON(err, E.TDH_MNG_KEY_CONFIG, kvm, host):
-        return EIO
-    for page in t.tdcs:
+        for page in tdcs:
+            tdx_leak_page(host, page, "TDCS page: KEY.CONFIG failed before td.tdcs_pages was set")
+        return (yield from _tdx_td_init_teardown(kvm, EIO))
+    t.tdcs = tdcs
+    for i, page in enumerate(tdcs):
         err = yield from S.tdh_mng_addcx(host, t.tdr, page)
         if TDX_BUG_ON(err, E.TDH_MNG_ADDCX, kvm, host):
-            return EIO
+            for j in range(i, len(tdcs)):  # "Only free pages not yet added, so start at 'i'"
+                yield from tdx_free_control_page(host, tdcs[j])
+                t.tdcs[j] = -1
+            return (yield from _tdx_td_init_teardown(kvm, EIO))
     err = yield from S.tdh_mng_init(host, t.tdr)
     if TDX_BUG_ON(err, E.TDH_MNG_INIT, kvm, host):
-        return EIO
+        return (yield from _tdx_td_init_teardown(kvm, EIO))
     t.state = TD_STATE_INITIALIZED
     return 0
 
 
+def _tdx_td_init_free(kvm: Kvm, tdcs: list[int], ret: int) -> Gen:
+    """__tdx_td_init()'s free_tdcs/free_tdr/free_hkid labels: the module never saw these pages."""
+    t = kvm.tdx
+    for page in [*tdcs, t.tdr]:
+        yield from tdx_free_control_page(kvm.host, page)
+    t.tdr, t.tdcs = -1, []
+    t.hkid = -1  # tdx_hkid_free()
+    return ret
+
+
+def _tdx_td_init_teardown(kvm: Kvm, ret: int) -> Gen:
+    """__tdx_td_init()'s teardown label: tdx_mmu_release_hkid() + tdx_reclaim_td_control_pages()."""
+    yield from tdx_mmu_release_hkid(kvm)
+    yield from tdx_reclaim_td_control_pages(kvm)
+    return ret
+
+
 def tdx_vcpu_init(vcpu: KvmVcpu) -> Gen:
-    """tdx_vcpu_create() + tdx_td_vcpu_init(): TDVPR/TDCX, VP.CREATE, VP.ADDCX, VP.INIT (E2+: VP.INIT
-    under write mmu_lock, so it never meets the no-fail S-EPT paths in the module's TDR lock)."""
+    """tdx_vcpu_create() + tdx_td_vcpu_init(): TDVPR/TDCX, VP.CREATE, VP.ADDCX, VP.INIT (9a89894f30d5:
+    VP.INIT, which holds the TDR exclusively, under write mmu_lock, so it never meets the no-fail S-EPT
+    paths, which hold mmu_lock for write and take the TDR shared)."""
     kvm = vcpu.kvm
     host = kvm.host
     vcpu.tdvpr = yield from tdx_alloc_control_page(host)
@@ -312,13 +411,18 @@ def tdx_mmu_release_hkid(kvm: Kvm) -> Gen:
     if not is_hkid_assigned(t):
         return 0
     for vcpu in kvm.vcpus:
+        if vcpu.tdvpr < 0:  # tdx_flush_vp_on_cpu(): a vCPU never created/loaded (vcpu->cpu == -1)
+            continue
         err = yield from S.tdh_vp_flush(host, vcpu.tdvpr)
         if err and E.status(err) != E.TDX_VCPU_NOT_ASSOCIATED:
             TDX_BUG_ON(err, E.TDH_VP_FLUSH, kvm, host)
+    yield from mutex_lock(host, kvm.tdx_lock)  # held to "out:" (VPFLUSHDONE .. KEY.FREEID)
     err = yield from S.tdh_mng_vpflushdone(host, t.tdr)
     if E.status(err) == E.TDX_FLUSHVP_NOT_DONE:
+        mutex_unlock(host, kvm.tdx_lock)
         return 0  # HKID stays assigned: everything is leaked later
     if TDX_BUG_ON(err, E.TDH_MNG_VPFLUSHDONE, kvm, host):
+        mutex_unlock(host, kvm.tdx_lock)
         return 0
     resume = False
     for _ in range(10000):  # TDX_SEAMCALL_RETRIES
@@ -327,13 +431,47 @@ def tdx_mmu_release_hkid(kvm: Kvm) -> Gen:
             break
         resume = True
     if err and E.status(err) != E.TDX_NO_HKID_READY_TO_WBCACHE:
+        cause = tdx_fault_cause(host, E.TDH_PHYMEM_CACHE_WB, err, host.current.injected_error)
         host.warn("smp_func_do_phymem_cache_wb", f"TDH.PHYMEM.CACHE.WB failed: {E.err_name(err)}",
-                  explained=host.faults_injected > 0)
+                  explained=cause is not None, cause=cause_desc(cause))
     err = yield from S.tdh_mng_key_freeid(host, t.tdr)
     if TDX_BUG_ON(err, E.TDH_MNG_KEY_FREEID, kvm, host):
+        mutex_unlock(host, kvm.tdx_lock)
         return 0  # "HKID is leaked"
     t.hkid = -1  # tdx_hkid_free()
+    mutex_unlock(host, kvm.tdx_lock)
     return 0
+
+
+def tdx_acquire_vm_state_locks(kvm: Kvm) -> Gen:
+    """tdx_acquire_vm_state_locks() (15945e9ec195, the tdx_vm_state_guard class): kvm->lock, every
+    vcpu->mutex (kvm_lock_all_vcpus(): one lockdep class, nested under kvm->lock), then kvm->slots_lock.
+    "Note the unintuitive ordering! vcpu->mutex must be taken outside kvm->slots_lock!" (b.0)"""
+    host = kvm.host
+    yield from mutex_lock(host, kvm.lock)
+    for vcpu in kvm.vcpus:
+        yield from mutex_lock(host, vcpu.mutex, nest=kvm.lock)
+    yield from mutex_lock(host, kvm.slots_lock)
+    return 0
+
+
+def tdx_release_vm_state_locks(kvm: Kvm) -> None:
+    """tdx_release_vm_state_locks(): slots_lock, the vCPU mutexes, kvm->lock."""
+    host = kvm.host
+    mutex_unlock(host, kvm.slots_lock)
+    for vcpu in kvm.vcpus:
+        mutex_unlock(host, vcpu.mutex)
+    mutex_unlock(host, kvm.lock)
+
+
+def tdx_vm_state_guard(kvm: Kvm, fn: Callable[..., Gen], *args: Any) -> Gen:
+    """CLASS(tdx_vm_state_guard, guard)(kvm) in tdx_vm_ioctl() / tdx_vcpu_unlocked_ioctl(): one of
+    KVM_TDX_INIT_VM, KVM_TDX_INIT_VCPU, KVM_TDX_INIT_MEM_REGION, KVM_TDX_FINALIZE_VM runs as fn(*args)
+    with "all" the locks held (g.13)."""
+    yield from tdx_acquire_vm_state_locks(kvm)
+    ret = yield from fn(*args)
+    tdx_release_vm_state_locks(kvm)
+    return ret
 
 
 def tdx_reclaim_control_page(kvm: Kvm, page: int) -> Gen:
@@ -355,34 +493,48 @@ def tdx_vcpu_free(vcpu: KvmVcpu) -> Gen:
             tdx_leak_page(host, page, "vCPU page: HKID still assigned")
         return 0
     for page in vcpu.tdcx:
-        yield from tdx_reclaim_control_page(kvm, page)
+        if page >= 0:  # the kernel skips NULL tdcx_pages[i] (allocation or VP.CREATE failed)
+            yield from tdx_reclaim_control_page(kvm, page)
     vcpu.tdcx = []
-    yield from tdx_reclaim_control_page(kvm, vcpu.tdvpr)
+    if vcpu.tdvpr >= 0:  # if (tdx->vp.tdvpr_page)
+        yield from tdx_reclaim_control_page(kvm, vcpu.tdvpr)
     vcpu.tdvpr = -1
     return 0
 
 
 def tdx_vm_destroy(kvm: Kvm) -> Gen:
-    """tdx_vm_destroy() -> tdx_reclaim_td_control_pages(): TDCS, then TDR (last), TDR WBINVD, free."""
+    """tdx_vm_destroy(): tdx_reclaim_td_control_pages(), then the TD state is UNINITIALIZED."""
+    yield from tdx_reclaim_td_control_pages(kvm)
+    kvm.tdx.state = TD_STATE_UNINITIALIZED
+    return 0
+
+
+def tdx_reclaim_td_control_pages(kvm: Kvm) -> Gen:
+    """tdx_reclaim_td_control_pages(): leak all if the HKID is still assigned, else reclaim the TDCS
+    pages, then the TDR (last), TDR WBINVD, free."""
     host = kvm.host
     t = kvm.tdx
     if is_hkid_assigned(t):
         for page in t.tdcs + [t.tdr]:
-            tdx_leak_page(host, page, "TD control page: HKID still assigned")
+            if page >= 0:
+                tdx_leak_page(host, page, "TD control page: HKID still assigned")
         return 0
     for page in t.tdcs:
-        yield from tdx_reclaim_control_page(kvm, page)
+        if page >= 0:  # if (!kvm_tdx->td.tdcs_pages[i]) continue;
+            yield from tdx_reclaim_control_page(kvm, page)
     t.tdcs = []
+    if t.tdr < 0:  # if (!kvm_tdx->td.tdr_page) return;
+        return 0
     if (yield from tdx_reclaim_page(kvm, host, t.tdr)):
         tdx_leak_page(host, t.tdr, "TDR RECLAIM failed")
         return 0
     err = yield from S.tdh_phymem_page_wbinvd_tdr(host, t.tdr)
     if TDX_BUG_ON(err, E.TDH_PHYMEM_PAGE_WBINVD, kvm, host):
         tdx_leak_page(host, t.tdr, "TDR WBINVD failed")
+        tdx_pamt_keep(host, t.tdr)
         return 0
     yield from tdx_free_control_page(host, t.tdr)
     t.tdr = -1
-    t.state = TD_STATE_UNINITIALIZED
     return 0
 
 

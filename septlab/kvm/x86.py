@@ -10,10 +10,21 @@ from __future__ import annotations
 from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING
 
-from ..host.locks import read_lock, read_unlock, write_lock, write_unlock
+from ..host.locks import (
+    down_write,
+    lockdep_assert_held,
+    mutex_lock,
+    mutex_unlock,
+    read_lock,
+    read_unlock,
+    up_write,
+    write_lock,
+    write_unlock,
+)
 from ..host.memcache import KvmMmuMemoryCache, kvm_mmu_free_memory_cache, kvm_mmu_topup_memory_cache
 from ..host.rcu import rcu_barrier
 from ..host.task import OP_RUN, OP_WAIT, Op
+from ..tdx_module import errno as E
 from ..virt import seamcall as S
 from ..virt.dpamt import tdx_free_pamt_cache
 from . import tdx as T
@@ -109,18 +120,42 @@ def is_page_fault_stale(vcpu: KvmVcpu, fault: KvmPageFault) -> bool:
             or kvm.mmu_invalidate_seq != fault.mmu_seq)
 
 
-def tdx_vcpu_enter_exit(vcpu: KvmVcpu) -> Gen:
-    """tdx_vcpu_run(): no entry while wait_for_sept_zap; TDH.VP.ENTER; the guest runs until an exit."""
+def tdx_vcpu_run(vcpu: KvmVcpu) -> Gen:
+    """vcpu_enter_guest() -> tdx_vcpu_run(): with IRQs off, no entry while wait_for_sept_zap
+    (EXIT_FASTPATH_EXIT_HANDLED), else TDH.VP.ENTER; then the guest runs until an exit.
+
+    The wait_for_sept_zap check is made in the TDH.VP.ENTER step itself: the vCPU is IN_GUEST_MODE with
+    IRQs off from the check to the entry, so tdh_do_no_vcpus()'s kick either sees the flag refuse the
+    entry or waits for (and forces) the exit. A BUSY entry (zero-step S-EPT lock, TD epoch) is
+    EXIT_FASTPATH_EXIT_HANDLED too: vcpu_run() re-enters. MODEL: the trips through vcpu_run() while
+    the flag is set (each entry refused) are one wait, before kvm_mmu_reload().
+    """
     kvm = vcpu.kvm
     t = kvm.tdx
-    yield Op(OP_WAIT, lambda: not t.wait_for_sept_zap, f"vcpu{vcpu.vcpu_id}: wait_for_sept_zap")
-    yield from kvm_mmu_load(vcpu)
-    if (yield from S.tdh_vp_enter(kvm.host, vcpu.tdvpr)):
+    while True:
+        yield Op(OP_WAIT, lambda: not t.wait_for_sept_zap, f"vcpu{vcpu.vcpu_id}: wait_for_sept_zap")
+        yield from kvm_mmu_load(vcpu)
+        err = yield from S.tdh_vp_enter(kvm.host, vcpu.tdvpr, lambda: t.wait_for_sept_zap)
+        if err != S.VP_ENTER_NOT_ISSUED and not E.tdx_operand_busy(err):
+            break
+    if err:
         return 0
     vcpu.in_guest = True
-    yield Op(OP_RUN, ("guest", vcpu.vcpu_id), f"vcpu{vcpu.vcpu_id} in guest")
-    if vcpu.in_guest:  # EPT violation exit (unless a kick already forced the exit)
-        kvm.host.seam.td_exit(vcpu.tdvpr)
+    return (yield from tdx_vcpu_enter_exit(vcpu))
+
+
+def tdx_vcpu_enter_exit(vcpu: KvmVcpu) -> Gen:
+    """tdx_vcpu_enter_exit() after TDH.VP.ENTER took its locks: the entry completes (epoch and S-EPT
+    tree locks dropped), the guest runs, then the TD exit (EPT violation) drops the TDR lock.
+    MODEL: guest execution is these two steps; a kick (vcpu->in_guest cleared) may end it at either."""
+    kvm = vcpu.kvm
+    seam = kvm.host.seam
+    yield Op(OP_RUN, ("guest", vcpu.vcpu_id), f"vcpu{vcpu.vcpu_id}: TDH.VP.ENTER completes, guest runs")
+    if vcpu.in_guest:
+        seam.tdh_vp_enter_complete(vcpu.tdvpr)
+    yield Op(OP_RUN, ("guest", vcpu.vcpu_id), f"vcpu{vcpu.vcpu_id} in guest: EPT violation exit")
+    if vcpu.in_guest:  # unless a kick already forced the exit
+        seam.td_exit(vcpu.tdvpr, vcpu.guest_access[1])
         vcpu.in_guest = False
     return 0
 
@@ -138,34 +173,73 @@ def tdx_handle_ept_violation(vcpu: KvmVcpu, gfn: int, private: bool, max_retries
 
 
 def vcpu_run(kvm: Kvm, vcpu: KvmVcpu, accesses: Iterable[tuple[int, bool]], max_retries: int = 8) -> Gen:
-    """A vCPU thread: wait until the TD runs, then enter the guest and fault on each access."""
-    yield Op(OP_WAIT, lambda: kvm.tdx.state == TD_STATE_RUNNABLE or kvm.bugged, "wait for TD_STATE_RUNNABLE")
+    """A vCPU thread: wait until the TD runs, then KVM_RUN (kvm_vcpu_ioctl() holds vcpu->mutex): enter
+    the guest and fault on each access."""
+    yield Op(OP_WAIT, lambda: kvm.tdx.state == TD_STATE_RUNNABLE or kvm.bugged or kvm.setup_failed,
+             "wait for TD_STATE_RUNNABLE")
+    yield from mutex_lock(kvm.host, vcpu.mutex)
     for gfn, private in accesses:
-        if kvm.bugged:
+        if kvm.bugged or kvm.setup_failed:
             break
-        yield from tdx_vcpu_enter_exit(vcpu)
+        vcpu.guest_access = (gfn, private)
+        yield from kvm.ops.tdx_vcpu_run(vcpu)
         yield from tdx_handle_ept_violation(vcpu, gfn, private, max_retries)
         vcpu.accesses_done += 1
+    mutex_unlock(kvm.host, vcpu.mutex)
     kvm.users -= 1  # vCPU fd closed
     return 0
 
 
 def kvm_create_td(kvm: Kvm, image: Iterable[int]) -> Gen:
-    """KVM_CREATE_VM + KVM_TDX_INIT_VM + vCPU init + KVM_TDX_INIT_MEM_REGION + KVM_TDX_FINALIZE_VM."""
-    if (yield from T.__tdx_td_init(kvm)):
+    """Userspace building a TD (see _tdx_build_td); when an ioctl fails userspace gives up: its vCPU
+    threads never enter the guest, its other tasks stop and every fd is closed (kvm_put_kvm)."""
+    ret = yield from _tdx_build_td(kvm, image)
+    if ret:
+        kvm.setup_failed = True
+    return ret
+
+
+def _tdx_build_td(kvm: Kvm, image: Iterable[int]) -> Gen:
+    """Userspace building a TD: KVM_CREATE_VM + KVM_TDX_INIT_VM, KVM_TDX_INIT_VCPU of the boot vCPU,
+    KVM_TDX_INIT_MEM_REGION with it, KVM_TDX_INIT_VCPU of the other vCPUs (while any pre-finalize
+    hole punch of the scenario runs), then KVM_TDX_FINALIZE_VM (retried on -EBUSY, as userspace does).
+    MODEL: the ioctls come from one thread, in this order; a dead VM refuses the rest (-EIO)."""
+    if (yield from T.tdx_vm_state_guard(kvm, T.__tdx_td_init, kvm)):
         return -5
-    for vcpu in kvm.vcpus:
-        if (yield from T.tdx_vcpu_init(vcpu)):
-            return -5
+    boot = kvm.vcpus[0]
+    if (yield from T.tdx_vm_state_guard(kvm, kvm.ops.tdx_vcpu_init, boot)):
+        return -5
     if image:
-        boot = kvm.vcpus[0]
         kvm.host.current.vcpu = boot
-        for gfn in image:
-            # tdx_gmem_post_populate() -> kvm_tdp_mmu_map_private_pfn(): PAGE.ADD under read mmu_lock.
-            yield from kvm_mmu_load(boot)
-            yield from tdx_handle_ept_violation(boot, gfn, True, 4)
+        yield from T.tdx_vm_state_guard(kvm, tdx_vcpu_init_mem_region, boot, image)
         kvm.host.current.vcpu = None
-    return (yield from T.tdx_td_finalize(kvm))
+    kvm.populated = True
+    for vcpu in kvm.vcpus[1:]:
+        if kvm.bugged or (yield from T.tdx_vm_state_guard(kvm, kvm.ops.tdx_vcpu_init, vcpu)):
+            return -5
+    if kvm.setup_zappers:
+        yield Op(OP_WAIT, lambda: kvm.setup_zappers <= 0, "wait for the pre-finalize hole punches")
+    while not kvm.bugged:
+        ret = yield from T.tdx_vm_state_guard(kvm, T.tdx_td_finalize, kvm)
+        if ret != T.EBUSY:
+            return ret
+    return -5
+
+
+def tdx_vcpu_init_mem_region(vcpu: KvmVcpu, image: list[int]) -> Gen:
+    """tdx_vcpu_init_mem_region() (KVM_TDX_INIT_MEM_REGION, under tdx_vm_state_guard): per page,
+    kvm_gmem_populate() asserts slots_lock, takes the guest_memfd invalidate lock and calls
+    tdx_gmem_post_populate() -> kvm_tdp_mmu_map_private_pfn(): PAGE.ADD under read mmu_lock (b.2).
+    MODEL: the mapping goes through the generic fault path (D12)."""
+    kvm = vcpu.kvm
+    host = kvm.host
+    for gfn in image:
+        lockdep_assert_held(host, kvm.slots_lock)
+        yield from down_write(host, kvm.gmem_invalidate_lock)  # filemap_invalidate_lock()
+        yield from kvm_mmu_load(vcpu)
+        yield from tdx_handle_ept_violation(vcpu, gfn, True, 4)
+        up_write(host, kvm.gmem_invalidate_lock)
+    return 0
 
 
 def kvm_mmu_destroy(vcpu: KvmVcpu) -> Gen:
@@ -193,7 +267,7 @@ def kvm_mmu_uninit_tdp_mmu(kvm: Kvm) -> Gen:
     yield from kvm_tdp_mmu_zap_invalidated_roots(kvm, False)
     if kvm.tdp_mmu_pages or kvm.roots:
         host.warn("kvm_mmu_uninit_tdp_mmu", f"{kvm.tdp_mmu_pages} TDP MMU pages / {len(kvm.roots)} roots left",
-                  explained=host.faults_injected > 0)
+                  explained="td" in host.fault_causes)
     yield from rcu_barrier(host)
     return 0
 
@@ -224,9 +298,20 @@ def vm_teardown(kvm: Kvm, gmem_users: int) -> Gen:
     return 0
 
 
+def kvm_set_memory_region(kvm: Kvm) -> Gen:
+    """KVM_SET_USER_MEMORY_REGION2 under kvm->slots_lock (kvm_vm_ioctl_set_memory_region()). MODEL: only
+    its flush, kvm_arch_flush_shadow_memslot() -> kvm_mmu_zap_all_fast() (D7)."""
+    host = kvm.host
+    yield from mutex_lock(host, kvm.slots_lock)
+    yield from kvm_mmu_zap_all_fast(kvm)
+    mutex_unlock(host, kvm.slots_lock)
+    return 0
+
+
 def kvm_mmu_zap_all_fast(kvm: Kvm) -> Gen:
     """kvm_mmu_zap_all_fast() (memslot update): invalidate direct roots only, zap them under read lock."""
     host = kvm.host
+    lockdep_assert_held(host, kvm.slots_lock)
     yield from write_lock(host, kvm.mmu_lock)
     kvm_tdp_mmu_invalidate_roots(kvm, False)
     write_unlock(host, kvm.mmu_lock)
@@ -234,4 +319,5 @@ def kvm_mmu_zap_all_fast(kvm: Kvm) -> Gen:
     return 0
 
 
-__all__ = ["vcpu_run", "kvm_create_td", "vm_teardown", "kvm_mmu_zap_all_fast", "read_lock", "read_unlock"]
+__all__ = ["vcpu_run", "kvm_create_td", "vm_teardown", "kvm_mmu_zap_all_fast", "kvm_set_memory_region",
+           "read_lock", "read_unlock"]

@@ -15,15 +15,15 @@ HOOKS = (
     "set_external_spte", "free_external_spt", "topup_external_cache",
     # TDX glue functions
     "tdx_sept_map_nonleaf_spte", "tdx_sept_map_leaf_spte", "tdx_sept_remove_leaf_spte", "tdx_track",
-    "tdh_do_no_vcpus",
+    "tdh_do_no_vcpus", "tdx_vcpu_init", "tdx_vcpu_run",
     # TDP MMU
     "__tdp_mmu_set_spte_atomic", "tdp_mmu_free_sp", "tdp_mmu_free_unused_sp", "tdp_mmu_schedule_free_sp",
     # kvm_mmu_memory_cache page_get/page_free for mmu_external_spt_cache (RFC v5 #20 wiring)
     "external_spt_cache_page_get", "external_spt_cache_page_free",
     # DPAMT v6: PAMT for an S-EPT page is taken right before SEPT.ADD (False: at allocation)
     "pamt_get_at_link",
-    # fault path
-    "is_page_fault_stale",
+    # fault path (fast_page_fault()'s lockless walk: walk_shadow_page_lockless_begin/end for the TDP MMU)
+    "is_page_fault_stale", "kvm_tdp_mmu_walk_lockless_begin", "kvm_tdp_mmu_walk_lockless_end",
     # VM teardown order
     "kvm_arch_destroy_vm", "kvm_destroy_vm",
 )
@@ -43,6 +43,8 @@ def default_ops() -> SimpleNamespace:
         "tdx_sept_remove_leaf_spte": tdx.tdx_sept_remove_leaf_spte,
         "tdx_track": tdx.tdx_track,
         "tdh_do_no_vcpus": tdx.tdh_do_no_vcpus,
+        "tdx_vcpu_init": tdx.tdx_vcpu_init,
+        "tdx_vcpu_run": x86.tdx_vcpu_run,
         "__tdp_mmu_set_spte_atomic": getattr(tdp_mmu, "__tdp_mmu_set_spte_atomic"),
         "tdp_mmu_free_sp": tdp_mmu.tdp_mmu_free_sp_e3,
         "tdp_mmu_free_unused_sp": tdp_mmu.tdp_mmu_free_unused_sp,
@@ -51,6 +53,8 @@ def default_ops() -> SimpleNamespace:
         "external_spt_cache_page_free": memcache.default_page_free,
         "pamt_get_at_link": True,
         "is_page_fault_stale": x86.is_page_fault_stale,
+        "kvm_tdp_mmu_walk_lockless_begin": tdp_mmu.kvm_tdp_mmu_walk_lockless_begin,
+        "kvm_tdp_mmu_walk_lockless_end": tdp_mmu.kvm_tdp_mmu_walk_lockless_end,
         "kvm_arch_destroy_vm": x86.kvm_arch_destroy_vm,
         "kvm_destroy_vm": x86.kvm_destroy_vm,
     }

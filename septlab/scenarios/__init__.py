@@ -84,7 +84,10 @@ THREAD = {
                                  "access": {"type": "array", "maxItems": MAX_ITEMS, "items": ACCESS}}}},
         {"if": {"properties": {"kind": {"const": "zapper"}}},
          "then": {"additionalProperties": False, "required": ["ops"],
-                  "properties": {"kind": {}, "ops": {"type": "array", "maxItems": MAX_ITEMS, "items": OP}}}},
+                  "properties": {"kind": {}, "ops": {"type": "array", "maxItems": MAX_ITEMS, "items": OP},
+                                 # runs once KVM_TDX_INIT_MEM_REGION returned, while the other vCPUs are
+                                 # initialised; KVM_TDX_FINALIZE_VM waits for it
+                                 "before_finalize": {"type": "boolean"}}}},
     ]}
 # Every top-level key but `check:`, whose overrides take the same schemas.
 PROPERTIES: dict[str, Any] = {
@@ -580,6 +583,9 @@ def _check_config(data: dict[str, Any], src: _Source) -> tuple[int, int]:
             raise ScenarioError(f"{src.at(['threads', i, 'vcpu'])}: must be unique and < vcpus ({vcpus})")
     for i, t in enumerate(data["threads"]):
         for j, op in enumerate(t.get("ops", [])):
+            if "after" in op and t.get("before_finalize"):
+                raise ScenarioError(f"{src.at(['threads', i, 'ops', j, 'after'])}: a before_finalize zapper "
+                                    "cannot wait for vCPU accesses (vCPUs run only after KVM_TDX_FINALIZE_VM)")
             if "after" in op and op["after"]["vcpu"] >= vcpus:
                 raise ScenarioError(f"{src.at(['threads', i, 'ops', j, 'after', 'vcpu'])}: "
                                     f"no vCPU {op['after']['vcpu']} (vcpus: {vcpus})")

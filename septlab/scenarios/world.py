@@ -1,6 +1,7 @@
 """Assemble a modelled machine from a scenario: host, TDX module, KVM with a variant's hooks, tasks.
 
-Tasks: `setup` (create and finalize the TD), one per vCPU, the `zapper` (conversions, fast zaps),
+Tasks: `setup` (create and finalize the TD), one per vCPU, the `zapper`s (conversions, fast zaps;
+a `before_finalize` one runs while the TD is built),
 `destroy` (guest_memfd release and kvm_destroy_vm once every user is gone) and the `rcu` softirq.
 """
 
@@ -18,7 +19,7 @@ from ..host.task import OP_WAIT, Op, Task
 from ..kernel import activate
 from ..kvm.guest_memfd import kvm_gmem_convert_to_shared
 from ..kvm.kvm_host import TD_STATE_RUNNABLE, Kvm
-from ..kvm.x86 import kvm_create_td, kvm_mmu_zap_all_fast, kvm_vcpu_create, vcpu_run, vm_teardown
+from ..kvm.x86 import kvm_create_td, kvm_set_memory_region, kvm_vcpu_create, vcpu_run, vm_teardown
 from ..tdx_module.module import TdxModule
 from ..variants import Variant
 from ..virt.dpamt import TdxHost
@@ -43,20 +44,30 @@ def _accesses(scn: Scenario, items: list[dict[str, Any]]) -> Iterator[tuple[int,
             yield g + i, not shared
 
 
-def zapper_run(kvm: Kvm, scn: Scenario, ops: list[dict[str, Any]]) -> Generator[Op, object, int]:
-    """A host task driving KVM_SET_MEMORY_ATTRIBUTES + PUNCH_HOLE and memslot updates."""
-    yield Op(OP_WAIT, lambda: kvm.tdx.state == TD_STATE_RUNNABLE or kvm.bugged, "wait for TD_STATE_RUNNABLE")
+def zapper_run(kvm: Kvm, scn: Scenario, ops: list[dict[str, Any]],
+               before_finalize: bool = False) -> Generator[Op, object, int]:
+    """A host task driving KVM_SET_MEMORY_ATTRIBUTES + PUNCH_HOLE and memslot updates: once the TD
+    runs, or (`before_finalize`) once KVM_TDX_INIT_MEM_REGION returned, racing KVM_TDX_INIT_VCPU."""
+    if before_finalize:
+        yield Op(OP_WAIT, lambda: kvm.populated or kvm.bugged or kvm.setup_failed, "wait for KVM_TDX_INIT_MEM_REGION")
+    else:
+        yield Op(OP_WAIT, lambda: kvm.tdx.state == TD_STATE_RUNNABLE or kvm.bugged or kvm.setup_failed,
+                 "wait for TD_STATE_RUNNABLE")
     for op in ops:
+        if kvm.setup_failed:
+            break
         if "after" in op:
             vcpu = kvm.vcpus[op["after"]["vcpu"]]
             n = op["after"]["accesses"]
-            yield Op(OP_WAIT, lambda v=vcpu, n=n: v.accesses_done >= n or kvm.bugged, f"after vcpu{vcpu.vcpu_id} access #{n}")
+            yield Op(OP_WAIT, lambda v=vcpu, n=n: v.accesses_done >= n or kvm.bugged or kvm.setup_failed, f"after vcpu{vcpu.vcpu_id} access #{n}")
         elif "convert_to_shared" in op:
             c = op["convert_to_shared"]
             g = c["gfn"]
             yield from kvm_gmem_convert_to_shared(kvm, g, g + scn.count(c.get("count")))
         else:
-            yield from kvm_mmu_zap_all_fast(kvm)
+            yield from kvm_set_memory_region(kvm)  # a memslot update: kvm_mmu_zap_all_fast() (D7)
+    if before_finalize:
+        kvm.setup_zappers -= 1
     kvm.users -= 1
     return 0
 
@@ -83,7 +94,9 @@ def build_world(scn: Scenario, variant: Variant, dpamt: bool, probe: Probe | Non
         else:
             name = "zapper" if zappers == 0 else f"zapper{zappers}"
             zappers += 1
-            threads.append(Thread(Task(name, "zapper"), zapper_run(kvm, scn, spec["ops"])))
+            early = bool(spec.get("before_finalize", False))
+            kvm.setup_zappers += early
+            threads.append(Thread(Task(name, "zapper"), zapper_run(kvm, scn, spec["ops"], early)))
     unused = [v for v in kvm.vcpus if not any(t.task.vcpu is v for t in threads)]
     kvm.users = scn.vcpus - len(unused) + zappers + 1  # vCPU fds in use, zappers, guest_memfd
     threads.append(Thread(Task("destroy", "destroy"), vm_teardown(kvm, 1)))

@@ -98,11 +98,19 @@ TDX_OPERAND_ADDR_RANGE_ERROR = 0xC000010100000000
 TDX_HPA_RANGE_NOT_FREE = TDX_EPT_PAGE_NOT_FREE
 TDX_PAMT_NOT_BACKED = TDX_PAGE_METADATA_INCORRECT
 
-# Operand ids carried in the low 32 bits of a status.
+# Operand ids carried in the low 32 bits of a status (api_error_with_operand_id(); module
+# include/auto_gen/tdx_error_codes_defs.h OPERAND_ID_*). The kernel header names RCX, TDR, SEPT (the
+# module's OPERAND_ID_SEPT_TREE: the S-EPT tree lock) and TD_EPOCH; RDX (the register holding the TDR
+# of the S-EPT leaves, whose explicit TDR lock reports it) is the module's.
 TDX_OPERAND_ID_RCX = 0x01
+TDX_OPERAND_ID_RDX = 0x02
 TDX_OPERAND_ID_TDR = 0x80
 TDX_OPERAND_ID_SEPT = 0x92
 TDX_OPERAND_ID_TD_EPOCH = 0xA9
+OPERAND_ID_NAMES: dict[int, str] = {
+    TDX_OPERAND_ID_RCX: "TDX_OPERAND_ID_RCX", TDX_OPERAND_ID_RDX: "TDX_OPERAND_ID_RDX",
+    TDX_OPERAND_ID_TDR: "TDX_OPERAND_ID_TDR", TDX_OPERAND_ID_SEPT: "TDX_OPERAND_ID_SEPT",
+    TDX_OPERAND_ID_TD_EPOCH: "TDX_OPERAND_ID_TD_EPOCH"}
 
 ERROR_NAMES: dict[int, str] = {
     value: name
@@ -121,6 +129,16 @@ def status(err: int) -> int:
 def err_name(err: int) -> str:
     """Name a completion status the way the kernel's TDX_BUG_ON output would (name + raw value)."""
     name = ERROR_NAMES.get(status(err), "TDX_UNKNOWN_ERROR")
+    return f"{name} (0x{err:016x})"
+
+
+def err_desc(err: int) -> str:
+    """err_name() plus the operand id the module put in the low bits, e.g.
+    TDX_OPERAND_BUSY | TDX_OPERAND_ID_SEPT (0x8000020000000092): which lock a BUSY met."""
+    name = ERROR_NAMES.get(status(err), "TDX_UNKNOWN_ERROR")
+    op = err & ~TDX_SEAMCALL_STATUS_MASK
+    if op:
+        name += " | " + OPERAND_ID_NAMES.get(op, f"operand {op:#x}")
     return f"{name} (0x{err:016x})"
 
 

@@ -1,10 +1,51 @@
-"""The TDX module's SEAMCALL leaves: preconditions, effects and completion status.
+"""The TDX module's SEAMCALL leaves: preconditions, effects, completion status, and the module's locks.
 
 Each method models src/vmm_dispatcher/api_calls/<leaf>.c of TDX module 1.5 at the granularity KVM can
 observe: it checks the preconditions docs/facts.md c.3 lists and either returns an error with no side
-effect, or applies the whole effect and returns TDX_SUCCESS. Methods are atomic: the kernel wrapper
-(virt/seamcall.py) yields a step *before* calling, so another CPU can interleave between SEAMCALLs
-but never inside one. MODEL: one package, one HKID per TD, no TD_FATAL, no migration states.
+effect, or applies the whole effect and returns TDX_SUCCESS. MODEL: one package, one HKID per TD, no
+TD_FATAL, no migration states.
+
+Locks (docs/facts.md c.3, td.py). The module never waits: each lock is a try-lock, and a SEAMCALL that
+cannot take one returns TDX_OPERAND_BUSY with the operand id of what was busy in the low bits
+(api_error_with_operand_id()) and has no side effect. Who takes what, in the module's order (TDR
+first, then the TDCS state checks, then the S-EPT tree, the walk, the entry); [operand id of a BUSY]:
+
+* TDR (`Td.tdr_lock`, the TDR page's PAMT lock): exclusive in MNG.ADDCX, PAGE.ADD [RDX], MNG.INIT,
+  KEY.CONFIG, MR.FINALIZE, VPFLUSHDONE, KEY.FREEID [RCX] and TDH.VP.INIT [TDR] (MODEL: the version-1
+  leaf the kernel passes takes it exclusively, per 9a89894f30d5's changelog; 1.5.01's version 0 takes
+  it shared); shared in SEPT.ADD, AUG, BLOCK, REMOVE, VP.CREATE [RDX], TRACK [RCX], VP.ADDCX,
+  VP.FLUSH, RECLAIM [TDR], and by TDH.VP.ENTER from the entry until the TD exit (td_exit.c drops it).
+* S-EPT tree (`Td.sept_lock`, secure_ept_lock via lock_sept_check_and_walk_private_gpa()) [SEPT]:
+  exclusive in BLOCK, shared in SEPT.ADD, AUG, REMOVE; exclusive in TDH.VP.ENTER's zero-step
+  stepping filter (td_entry_stepping_filter()).
+* S-EPT entry (`Td.sept_entry_lock`, sept_lock_acquire_host()) [RCX]: SEPT.ADD, AUG, BLOCK, REMOVE
+  on their entry; guest TDCALLs (TDG.MEM.PAGE.ACCEPT) take it guest-side (not modelled).
+* TD epoch (`Td.epoch_lock`) [TD_EPOCH]: exclusive in TRACK, shared in TDH.VP.ENTER
+  (adjust_tlb_tracking_state()).
+* MODEL: not modelled: the TDVPR lock, the TDCS op_state lock, the PAMT locks of the other pages,
+  the KOT lock and the host-priority bit (TDX_OPERAND_BUSY_HOST_PRIORITY).
+
+Windows. A method runs atomically, so an atomic leaf's locks only show as a check against holders
+that span model steps. A leaf spans steps only where the module holds a lock across a window another
+CPU can really hit; it is then an acquire half (`*_begin`: checks, try-locks; BUSY or held) and a
+release half, the kernel wrapper (virt/seamcall.py) announcing a step in between:
+
+* TDH.VP.ENTER: tdh_vp_enter_begin() takes the TDR shared, the epoch lock shared and, when the
+  zero-step stepping filter is armed (the vCPU's last exit was an EPT violation on a private GPA),
+  the S-EPT tree exclusively; tdh_vp_enter_complete() drops the epoch and tree locks as the guest
+  starts to run; td_exit() drops the TDR. MODEL: the module holds the epoch lock only inside
+  adjust_tlb_tracking_state(), and arms the filter only after STEPPING_EPF_THRESHOLD EPT violations
+  at one guest RIP (KVM's local fault retry exists to stay below it); the model holds both locks for
+  the whole entry step and arms the filter after one such exit, an over-approximation of when a
+  running vCPU makes a host SEAMCALL BUSY (it also stands for guest TDCALLs, not modelled). The guest
+  then runs holding only the TDR, so TRACK and REMOVE can still meet a vCPU in an old TLB epoch (a
+  missing kick after TRACK stays visible).
+* TDH.VP.INIT and TDH.MR.FINALIZE: the TDR exclusively, while the TDVPS is initialised / the
+  measurement finalised.
+
+Everything else is one step: S-EPT leaves, TRACK, the teardown leaves, and PAGE.ADD, which KVM issues
+under mmu_lock and the guest_memfd invalidate lock, so no zap can meet it. tdh_vp_enter(),
+tdh_vp_init() and tdh_mr_finalize() are begin + end in one call.
 """
 
 from __future__ import annotations
@@ -28,6 +69,7 @@ from .sept import (
     entry_key,
 )
 from .td import (
+    LOCK_EX,
     OP_STATE_INITIALIZED,
     OP_STATE_RUNNABLE,
     OP_STATE_UNINITIALIZED,
@@ -62,15 +104,34 @@ class TdxModule:
         return self.tds.get(tdr)
 
     @staticmethod
-    def _sept_ready(td: Td | None, initialized: bool = False) -> int:
-        """check_td_in_correct_build_state(): lifecycle TD_KEYS_CONFIGURED and, for leaves that need
-        the TDCS (S-EPT root, vCPUs), op_state past TDH.MNG.INIT."""
+    def _tdr_busy(td: Td, ex: bool, op: int) -> int:
+        """Try the TDR lock (check_lock_and_map_explicit_tdr() / lock_and_map_implicit_tdr()): shared
+        fails only against an exclusive holder, exclusive against any holder."""
+        if td.tdr_lock < 0 or (ex and td.tdr_lock):
+            return E.TDX_OPERAND_BUSY | op
+        return E.TDX_SUCCESS
+
+    @staticmethod
+    def _sept_ready(td: Td | None, initialized: bool = False, tdr_op: int = E.TDX_OPERAND_ID_RDX,
+                    ex: bool = False) -> int:
+        """The TDR lock (shared, or exclusive if `ex`; BUSY reports `tdr_op`), then
+        check_td_in_correct_build_state(): lifecycle TD_KEYS_CONFIGURED and, for leaves that need the
+        TDCS (S-EPT root, vCPUs), op_state past TDH.MNG.INIT."""
         if td is None:
             return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_TDR
+        if td.tdr_lock < 0 or (ex and td.tdr_lock):
+            return E.TDX_OPERAND_BUSY | tdr_op
         if td.lifecycle != TD_KEYS_CONFIGURED:
             return E.TDX_TD_KEYS_NOT_CONFIGURED
         if initialized and td.op_state == OP_STATE_UNINITIALIZED:
             return E.TDX_OP_STATE_INCORRECT
+        return E.TDX_SUCCESS
+
+    @staticmethod
+    def _sept_busy(td: Td, ex: bool) -> int:
+        """Try the S-EPT tree lock (lock_sept_check_and_walk_private_gpa(); operand OPERAND_ID_SEPT_TREE)."""
+        if td.sept_lock < 0 or (ex and td.sept_lock):
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_SEPT
         return E.TDX_SUCCESS
 
     @staticmethod
@@ -100,6 +161,8 @@ class TdxModule:
         td = self._td(tdr)
         if td is None:
             return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_TDR
+        if td.tdr_lock:
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_RCX
         if td.lifecycle == TD_KEYS_CONFIGURED:
             return E.TDX_KEY_CONFIGURED
         if td.lifecycle != TD_HKID_ASSIGNED:
@@ -108,9 +171,9 @@ class TdxModule:
         return E.TDX_SUCCESS
 
     def tdh_mng_addcx(self, tdr: int, page: int) -> int:
-        """TDH.MNG.ADDCX: add a TDCS page (PT_TDCX, child count +1)."""
+        """TDH.MNG.ADDCX: add a TDCS page (PT_TDCX, child count +1); TDR exclusive."""
         td = self._td(tdr)
-        err = self._sept_ready(td) or self._gift_check(page)
+        err = self._sept_ready(td, ex=True) or self._gift_check(page)
         if err:
             return err
         self.pamt.assign(page, PT_TDCX, tdr)
@@ -118,9 +181,9 @@ class TdxModule:
         return E.TDX_SUCCESS
 
     def tdh_mng_init(self, tdr: int) -> int:
-        """TDH.MNG.INIT: TDCS initialised, op_state INITIALIZED."""
+        """TDH.MNG.INIT: TDCS initialised, op_state INITIALIZED; TDR exclusive."""
         td = self._td(tdr)
-        err = self._sept_ready(td)
+        err = self._sept_ready(td, tdr_op=E.TDX_OPERAND_ID_RCX, ex=True)
         if err:
             return err
         if td.op_state != 0:
@@ -141,71 +204,141 @@ class TdxModule:
         return E.TDX_SUCCESS
 
     def tdh_vp_addcx(self, tdvpr: int, page: int) -> int:
-        """TDH.VP.ADDCX: add a TDCX page to a vCPU."""
+        """TDH.VP.ADDCX: add a TDCX page to a vCPU (implicit TDR, shared)."""
         tdr = self.tdvpr_to_tdr.get(tdvpr)
         td = self._td(tdr) if tdr is not None else None
-        err = self._sept_ready(td) or self._gift_check(page)
+        err = self._sept_ready(td, tdr_op=E.TDX_OPERAND_ID_TDR) or self._gift_check(page)
         if err:
             return err
         self.pamt.assign(page, PT_TDCX, tdr)
         td.child_count += 1
         return E.TDX_SUCCESS
 
-    def tdh_vp_init(self, tdvpr: int) -> int:
-        """TDH.VP.INIT: vCPU initialised and associated with the current CPU."""
+    def tdh_vp_init_begin(self, tdvpr: int) -> int:
+        """TDH.VP.INIT, acquire half: checks, then the TDR exclusively (implicit TDR [TDR]; MODEL:
+        the version-1 leaf, see the module docstring) for as long as it initialises the TDVPS."""
         tdr = self.tdvpr_to_tdr.get(tdvpr)
         td = self._td(tdr) if tdr is not None else None
-        err = self._sept_ready(td, initialized=True)
+        err = self._sept_ready(td, initialized=True, tdr_op=E.TDX_OPERAND_ID_TDR, ex=True)
         if err:
             return err
-        vp = td.vcpus[tdvpr]
-        vp.initialized = vp.associated = True
+        td.tdr_lock = LOCK_EX
         return E.TDX_SUCCESS
 
-    def tdh_mr_finalize(self, tdr: int) -> int:
-        """TDH.MR.FINALIZE: measurement finalised, op_state RUNNABLE (AUG legal, ADD not)."""
+    def tdh_vp_init_end(self, tdvpr: int) -> None:
+        """TDH.VP.INIT, release half: vCPU initialised and associated with the current CPU; TDR dropped."""
+        td = self.tds[self.tdvpr_to_tdr[tdvpr]]
+        vp = td.vcpus[tdvpr]
+        vp.initialized = vp.associated = True
+        td.tdr_lock = 0
+
+    def tdh_vp_init(self, tdvpr: int) -> int:
+        """TDH.VP.INIT in one step (begin + end)."""
+        err = self.tdh_vp_init_begin(tdvpr)
+        if not err:
+            self.tdh_vp_init_end(tdvpr)
+        return err
+
+    def tdh_mr_finalize_begin(self, tdr: int) -> int:
+        """TDH.MR.FINALIZE, acquire half: TDR exclusively [RCX], op_state must be INITIALIZED."""
         td = self._td(tdr)
-        err = self._sept_ready(td)
+        err = self._sept_ready(td, tdr_op=E.TDX_OPERAND_ID_RCX, ex=True)
         if err:
             return err
         if td.op_state != OP_STATE_INITIALIZED:
             return E.TDX_OP_STATE_INCORRECT
-        td.op_state = OP_STATE_RUNNABLE
+        td.tdr_lock = LOCK_EX
         return E.TDX_SUCCESS
 
-    # --- guest entry (TLB epochs) --------------------------------------------------------------------
-    def tdh_vp_enter(self, tdvpr: int) -> int:
-        """TDH.VP.ENTER (epoch part only): the vCPU runs in the current TLB epoch until it exits."""
+    def tdh_mr_finalize_end(self, tdr: int) -> None:
+        """TDH.MR.FINALIZE, release half: measurement finalised, op_state RUNNABLE (AUG legal, ADD not)."""
+        td = self.tds[tdr]
+        td.op_state = OP_STATE_RUNNABLE
+        td.tdr_lock = 0
+
+    def tdh_mr_finalize(self, tdr: int) -> int:
+        """TDH.MR.FINALIZE in one step (begin + end)."""
+        err = self.tdh_mr_finalize_begin(tdr)
+        if not err:
+            self.tdh_mr_finalize_end(tdr)
+        return err
+
+    # --- guest entry (TLB epochs, zero-step mitigation) ----------------------------------------------
+    def tdh_vp_enter_begin(self, tdvpr: int) -> int:
+        """TDH.VP.ENTER up to the guest entry (src/td_transitions/tdh_vp_enter.c): implicit TDR shared
+        [TDR], then adjust_tlb_tracking_state() (epoch lock shared [TD_EPOCH]: the vCPU joins the
+        current TLB epoch), then, if the last exit was an EPT violation on a private GPA, the zero-step
+        stepping filter (td_entry_stepping_filter(): S-EPT tree exclusive [SEPT]). On BUSY the epoch
+        reference is reverted (revert_tlb_tracking_state()): no side effect."""
         td = self._td(self.tdvpr_to_tdr.get(tdvpr, -1))
-        err = self._sept_ready(td, initialized=True)
+        err = self._sept_ready(td, initialized=True, tdr_op=E.TDX_OPERAND_ID_TDR)
         if err:
             return err
         vp = td.vcpus[tdvpr]
         if not vp.initialized or vp.in_guest_epoch >= 0:
             return E.TDX_OP_STATE_INCORRECT
+        if td.epoch_lock < 0:
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_TD_EPOCH
+        if vp.epf_stepping and td.sept_lock:
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_SEPT
+        td.tdr_lock += 1
+        td.epoch_lock += 1
+        if vp.epf_stepping:
+            td.sept_lock = LOCK_EX
+            vp.sept_locked = True
+        vp.entering = True
         vp.associated = True
         vp.in_guest_epoch = td.td_epoch
         td.epoch_refcount[td.td_epoch & 1] += 1
         return E.TDX_SUCCESS
 
-    def td_exit(self, tdvpr: int) -> None:
-        """TD exit (not a SEAMCALL): the vCPU leaves guest mode and drops its epoch reference."""
+    def tdh_vp_enter_complete(self, tdvpr: int) -> None:
+        """TDH.VP.ENTER's entry completes (tdx_return_to_td()): the epoch and S-EPT tree locks are
+        dropped, the guest runs in its epoch holding the TDR shared until the TD exit."""
         td = self.tds[self.tdvpr_to_tdr[tdvpr]]
         vp = td.vcpus[tdvpr]
+        if vp.entering:
+            vp.entering = False
+            td.epoch_lock -= 1
+        if vp.sept_locked:
+            vp.sept_locked = False
+            td.sept_lock = 0
+
+    def tdh_vp_enter(self, tdvpr: int) -> int:
+        """TDH.VP.ENTER in one step: the vCPU runs in the current TLB epoch until it exits."""
+        err = self.tdh_vp_enter_begin(tdvpr)
+        if not err:
+            self.tdh_vp_enter_complete(tdvpr)
+        return err
+
+    def td_exit(self, tdvpr: int, private_epf: bool | None = None) -> None:
+        """TD exit (not a SEAMCALL, td_exit.c): the vCPU leaves guest mode, drops its epoch reference and
+        the TDR lock TDH.VP.ENTER took (and the entry's locks if it is kicked before the entry completes).
+        `private_epf`: the exit is an EPT violation, on a private GPA or not (td_exit_epf_stepping_log()
+        arms the next entry's stepping filter; MODEL: a first such exit arms it, any other resets it);
+        None for an exit that leaves it as it was (an IPI)."""
+        td = self.tds[self.tdvpr_to_tdr[tdvpr]]
+        vp = td.vcpus[tdvpr]
+        if private_epf is not None:
+            vp.epf_stepping = private_epf
+        self.tdh_vp_enter_complete(tdvpr)
         if vp.in_guest_epoch >= 0:
             td.epoch_refcount[vp.in_guest_epoch & 1] -= 1
             vp.in_guest_epoch = -1
+            td.tdr_lock -= 1
 
     # --- S-EPT ---------------------------------------------------------------------------------------
     def tdh_mem_sept_add(self, tdr: int, gfn: int, level: int, page: int) -> int:
         """TDH.MEM.SEPT.ADD: link a new S-EPT page below the entry at `level` (entry -> NL_MAPPED)."""
         td = self._td(tdr)
-        err = self._sept_ready(td, initialized=True)
+        err = self._sept_ready(td, initialized=True) or self._sept_busy(td, False)
         if err:
             return err
         if level <= PG_LEVEL_4K or not self._walk_ok(td, gfn, level):
             return E.TDX_EPT_WALK_FAILED
         key = entry_key(level, gfn)
+        if key in td.sept_entry_lock:
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_RCX
         if td.sept_state.get(key, SEPT_FREE) != SEPT_FREE:
             return E.TDX_EPT_ENTRY_NOT_FREE | E.TDX_OPERAND_ID_SEPT
         err = self._gift_check(page)
@@ -218,15 +351,21 @@ class TdxModule:
         return E.TDX_SUCCESS
 
     def _map_leaf(self, tdr: int, gfn: int, level: int, page: int, runnable: bool, state: int) -> int:
+        """PAGE.ADD (TDR exclusive, which excludes every S-EPT walker: no tree or entry lock) or
+        PAGE.AUG (TDR shared, S-EPT tree shared, the entry's host lock)."""
         td = self._td(tdr)
-        err = self._sept_ready(td, initialized=True)
+        err = self._sept_ready(td, initialized=True, ex=not runnable)
         if err:
             return err
         if (td.op_state == OP_STATE_RUNNABLE) != runnable:
             return E.TDX_OP_STATE_INCORRECT
+        if runnable and td.sept_lock < 0:
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_SEPT
         if level != PG_LEVEL_4K or not self._walk_ok(td, gfn, level):
             return E.TDX_EPT_WALK_FAILED
         key = entry_key(level, gfn)
+        if key in td.sept_entry_lock:
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_RCX
         allowed = (SEPT_FREE, SEPT_REMOVED) if runnable else (SEPT_FREE,)  # a.5: AUG also from REMOVED
         if td.sept_state.get(key, SEPT_FREE) not in allowed:
             return E.TDX_EPT_ENTRY_STATE_INCORRECT | E.TDX_OPERAND_ID_SEPT
@@ -248,14 +387,17 @@ class TdxModule:
         return self._map_leaf(tdr, gfn, level, page, runnable=True, state=SEPT_PENDING)
 
     def tdh_mem_range_block(self, tdr: int, gfn: int, level: int) -> int:
-        """TDH.MEM.RANGE.BLOCK: block the entry and record the blocking epoch."""
+        """TDH.MEM.RANGE.BLOCK: block the entry and record the blocking epoch (TDR shared, S-EPT tree
+        exclusive, the entry's host lock)."""
         td = self._td(tdr)
-        err = self._sept_ready(td, initialized=True)
+        err = self._sept_ready(td, initialized=True) or self._sept_busy(td, True)
         if err:
             return err
         if not self._walk_ok(td, gfn, level):
             return E.TDX_EPT_WALK_FAILED
         key = entry_key(level, gfn)
+        if key in td.sept_entry_lock:
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_RCX
         st = td.sept_state.get(key, SEPT_FREE)
         if st in BLOCKED_STATES:
             return E.TDX_GPA_RANGE_ALREADY_BLOCKED
@@ -267,25 +409,31 @@ class TdxModule:
         return E.TDX_SUCCESS
 
     def tdh_mem_track(self, tdr: int) -> int:
-        """TDH.MEM.TRACK: advance the TD epoch; busy while vCPUs still run in the previous one."""
+        """TDH.MEM.TRACK: advance the TD epoch; busy while vCPUs still run in the previous one (TDR
+        shared [RCX], epoch lock exclusive [TD_EPOCH])."""
         td = self._td(tdr)
-        err = self._sept_ready(td, initialized=True)
+        err = self._sept_ready(td, initialized=True, tdr_op=E.TDX_OPERAND_ID_RCX)
         if err:
             return err
+        if td.epoch_lock:
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_TD_EPOCH
         if td.epoch_refcount[(td.td_epoch - 1) & 1]:
             return E.TDX_PREVIOUS_TLB_EPOCH_BUSY
         td.td_epoch += 1
         return E.TDX_SUCCESS
 
     def tdh_mem_page_remove(self, tdr: int, gfn: int, level: int) -> tuple[int, int]:
-        """TDH.MEM.PAGE.REMOVE: unmap a leaf; a runnable TD needs it blocked and TLB-tracked first."""
+        """TDH.MEM.PAGE.REMOVE: unmap a leaf; a runnable TD needs it blocked and TLB-tracked first
+        (TDR shared, S-EPT tree shared, the entry's host lock)."""
         td = self._td(tdr)
-        err = self._sept_ready(td, initialized=True)
+        err = self._sept_ready(td, initialized=True) or self._sept_busy(td, False)
         if err:
             return err, -1
         if not self._walk_ok(td, gfn, level):
             return E.TDX_EPT_WALK_FAILED, -1
         key = entry_key(level, gfn)
+        if key in td.sept_entry_lock:
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_RCX, -1
         st = td.sept_state.get(key, SEPT_FREE)
         if level != PG_LEVEL_4K or st not in LEAF_PRESENT:
             return E.TDX_EPT_ENTRY_STATE_INCORRECT | E.TDX_OPERAND_ID_SEPT, -1
@@ -307,7 +455,10 @@ class TdxModule:
         tdr = self.tdvpr_to_tdr.get(tdvpr)
         if tdr is None:
             return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_RCX
-        vp = self.tds[tdr].vcpus[tdvpr]
+        td = self.tds[tdr]
+        if td.tdr_lock < 0:
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_TDR
+        vp = td.vcpus[tdvpr]
         if not vp.associated:
             return E.TDX_VCPU_NOT_ASSOCIATED
         vp.associated = False
@@ -318,6 +469,8 @@ class TdxModule:
         td = self._td(tdr)
         if td is None:
             return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_TDR
+        if td.tdr_lock:
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_RCX
         if td.lifecycle not in (TD_HKID_ASSIGNED, TD_KEYS_CONFIGURED):
             return E.TDX_LIFECYCLE_STATE_INCORRECT
         if any(vp.associated for vp in td.vcpus.values()):
@@ -339,6 +492,8 @@ class TdxModule:
         td = self._td(tdr)
         if td is None:
             return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_TDR
+        if td.tdr_lock:
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_RCX
         if td.lifecycle != TD_BLOCKED:
             return E.TDX_LIFECYCLE_STATE_INCORRECT
         if not td.wbcache_done:
@@ -353,6 +508,10 @@ class TdxModule:
             return E.TDX_PAGE_METADATA_INCORRECT | E.TDX_OPERAND_ID_RCX
         tdr = self.pamt.owner[page]
         td = self.tds[tdr]
+        if ptype == PT_TDR and td.tdr_lock:  # the reclaimed page's own PAMT lock, exclusive
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_RCX
+        if ptype != PT_TDR and td.tdr_lock < 0:  # its owner's TDR, implicit and shared
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_TDR
         if td.lifecycle != TD_TEARDOWN:
             return E.TDX_LIFECYCLE_STATE_INCORRECT
         if ptype == PT_TDR:

@@ -1,7 +1,13 @@
-"""Per-TD state inside the TDX module: lifecycle, op_state, child count, TLB epochs, S-EPT entries.
+"""Per-TD state inside the TDX module: lifecycle, op_state, child count, TLB epochs, S-EPT entries, locks.
 
 Lifecycle follows TDX module 1.5: TD_HKID_ASSIGNED -> TD_KEYS_CONFIGURED -> (VPFLUSHDONE) TD_BLOCKED
 -> (CACHE.WB + KEY.FREEID) TD_TEARDOWN.
+
+Locks are the module's sharex try-locks (src/common/helpers/tdx_locks.h), each one int: 0 free, n > 0
+held shared by n holders, LOCK_EX held exclusively. `tdr_lock` is the TDR page's PAMT entry lock
+("the TDR resource"), `sept_lock` TDCS secure_ept_lock (the S-EPT tree), `epoch_lock` TDCS
+epoch_tracking.epoch_lock; `sept_entry_lock` holds the S-EPT entries whose TDEL bit is set
+(sept_lock_acquire_host()/_guest()). See module.py for who takes which.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ OP_STATE_UNINITIALIZED = 0
 OP_STATE_INITIALIZED = 1
 OP_STATE_RUNNABLE = 2
 
+LOCK_FREE = 0
+LOCK_EX = -1  # a sharex lock held exclusively; n > 0 means n shared holders
+
 
 @dataclass(slots=True)
 class TdVcpu:
@@ -27,6 +36,11 @@ class TdVcpu:
     initialized: bool = False
     associated: bool = False
     in_guest_epoch: int = -1  # epoch it entered the guest with, -1 when outside guest mode
+    entering: bool = False  # inside TDH.VP.ENTER: holds the epoch lock shared
+    sept_locked: bool = False  # ... and, zero-step filter armed, the S-EPT tree exclusively
+    # last_epf_gpa_list non-empty: the last TD exit was an EPT violation on a private GPA, so the next
+    # TDH.VP.ENTER runs the zero-step stepping filter (MODEL: STEPPING_EPF_THRESHOLD taken as 1)
+    epf_stepping: bool = False
 
 
 @dataclass(slots=True)
@@ -45,3 +59,7 @@ class Td:
     sept_state: dict[int, int] = field(default_factory=dict)  # absent == SEPT_FREE
     sept_page: dict[int, int] = field(default_factory=dict)  # child S-EPT page or leaf page pfn
     sept_bepoch: dict[int, int] = field(default_factory=dict)
+    tdr_lock: int = LOCK_FREE
+    sept_lock: int = LOCK_FREE
+    epoch_lock: int = LOCK_FREE
+    sept_entry_lock: set[int] = field(default_factory=set)  # entry keys with TDEL set

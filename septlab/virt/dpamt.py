@@ -13,8 +13,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..host.locks import SpinLock, might_lock, spin_lock, spin_unlock
-from ..host.page_alloc import CACHED, PAMT, TD_CONTROL, alloc_page, free_page, leak_page, set_owner
+from ..host.page_alloc import (
+    CACHED,
+    GFP_KERNEL_ACCOUNT,
+    PAMT,
+    TD_CONTROL,
+    alloc_page,
+    free_page,
+    leak_page,
+    set_owner,
+)
 from ..host.task import Op
+from ..tdx_module import errno as E
 from ..tdx_module.pamt import TDX_DPAMT_ENTRY_PAGE_CNT
 from .seamcall import tdh_phymem_pamt_add, tdh_phymem_pamt_remove
 
@@ -35,12 +45,16 @@ class TdxHost:
 
     dpamt: bool = False
     pamt_refcounts: dict[int, int] = field(default_factory=dict)
-    pamt_lock: SpinLock = field(default_factory=lambda: SpinLock("pamt_lock"))
+    pamt_lock: SpinLock = field(default_factory=lambda: SpinLock("pamt_lock", cls="pamt_lock"))
     hkids: int = 0
 
 
 def tdx_pamt_get(host: "Host", pfn: int, cache: TdxPamtCache | None) -> Generator[Op, object, int]:
-    """tdx_pamt_get(): take a PAMT_4K reference on pfn's region, installing it on 0 -> 1."""
+    """tdx_pamt_get(): take a PAMT_4K reference on pfn's region, installing it on 0 -> 1.
+
+    The two PAMT pages come from `cache` (filled before mmu_lock) or, with cache == NULL, from
+    alloc_page(GFP_KERNEL_ACCOUNT) (DPAMT v6 #08), which may sleep: legal only outside spinlocks and
+    mmu_lock (f.23), e.g. for control pages."""
     th: TdxHost = host.tdx
     if not th.dpamt:
         return 0
@@ -53,7 +67,7 @@ def tdx_pamt_get(host: "Host", pfn: int, cache: TdxPamtCache | None) -> Generato
     if cache is not None:
         pages = [cache.pages.pop() for _ in range(TDX_DPAMT_ENTRY_PAGE_CNT)]
     else:
-        pages = [alloc_page(host, CACHED) for _ in range(TDX_DPAMT_ENTRY_PAGE_CNT)]
+        pages = [alloc_page(host, CACHED, GFP_KERNEL_ACCOUNT) for _ in range(TDX_DPAMT_ENTRY_PAGE_CNT)]
     yield from spin_lock(host, th.pamt_lock)
     if refs.get(region, 0):  # another getter did 0 -> 1 meanwhile
         refs[region] += 1
@@ -112,6 +126,8 @@ def tdx_pamt_put(host: "Host", pfn: int) -> Generator[Op, object, None]:
     if err:
         host.warn("tdx_pamt_put", "TDH.PHYMEM.PAMT.REMOVE failed, leaking PAMT pages", err=err,
                   injected=host.current.injected_error)
+        tdx_pamt_keep(host, pfn, (E.leaf_name(E.TDH_PHYMEM_PAMT_REMOVE), E.err_name(err), host.clock,
+                                  host.current.name) if host.current.injected_error else None)
         refs[region] = 1
         spin_unlock(host, th.pamt_lock)
         return
@@ -123,8 +139,8 @@ def tdx_pamt_put(host: "Host", pfn: int) -> Generator[Op, object, None]:
 
 
 def tdx_alloc_control_page(host: "Host") -> Generator[Op, object, int]:
-    """tdx_alloc_control_page(): alloc_page() + tdx_pamt_get(pfn, NULL); -1 on failure."""
-    pfn = alloc_page(host, TD_CONTROL)
+    """tdx_alloc_control_page(): alloc_page(GFP_KERNEL_ACCOUNT) + tdx_pamt_get(pfn, NULL); -1 on failure."""
+    pfn = alloc_page(host, TD_CONTROL, GFP_KERNEL_ACCOUNT)
     if (yield from tdx_pamt_get(host, pfn, None)):
         free_page(host, pfn)
         return -1
@@ -140,11 +156,12 @@ def tdx_free_control_page(host: "Host", pfn: int) -> Generator[Op, object, None]
 
 
 def tdx_topup_pamt_cache(host: "Host", cache: TdxPamtCache, nr: int) -> None:
-    """tdx_topup_pamt_cache(): fill to 2 pages per page that may need PAMT (before mmu_lock)."""
+    """tdx_topup_pamt_cache(): fill to 2 pages per page that may need PAMT, GFP_KERNEL_ACCOUNT (may sleep:
+    before mmu_lock)."""
     if not host.tdx.dpamt:
         return
     while len(cache.pages) < TDX_DPAMT_ENTRY_PAGE_CNT * nr:
-        cache.pages.append(alloc_page(host, CACHED))
+        cache.pages.append(alloc_page(host, CACHED, GFP_KERNEL_ACCOUNT))
 
 
 def tdx_free_pamt_cache(host: "Host", cache: TdxPamtCache) -> None:
@@ -153,6 +170,19 @@ def tdx_free_pamt_cache(host: "Host", cache: TdxPamtCache) -> None:
         free_page(host, cache.pages.pop())
 
 
+def tdx_pamt_keep(host: "Host", pfn: int, cause: tuple[str, str, int, str] | None = None) -> None:
+    """The kernel keeps pfn's PAMT_4K reference for good, on purpose: it returns before tdx_pamt_put()
+    after a PAGE.WBINVD failure (DPAMT v6 #09: tdx_sept_remove_leaf_spte(), and the TDR's in
+    tdx_reclaim_td_control_pages()), and a failed PAMT.REMOVE sets the count back to 1 and leaks.
+    MODEL: recorded with the failure's cause so the end-of-run pamt-refcount balance counts it."""
+    if host.tdx.dpamt:
+        cause = (cause or host.fault_causes.get(pfn) or host.fault_causes.get("td")
+                 or ("", "genuine error", host.clock, ""))
+        host.fault_causes[("pamt", pfn)] = cause
+
+
 def tdx_leak_page(host: "Host", pfn: int, why: str) -> None:
-    """The kernel gives up on a page the TDX module may still own: never free, never put its PAMT ref."""
+    """The kernel gives up on a page the TDX module may still own: never free, never put its PAMT ref
+    (kept on purpose: counted by the end-of-run balance once the module no longer owns the page)."""
     leak_page(host, pfn, why)
+    tdx_pamt_keep(host, pfn)

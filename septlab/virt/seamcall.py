@@ -4,16 +4,24 @@ Each wrapper yields one OP_SEAMCALL step, then calls the module leaf atomically.
 the step with None (run the leaf) or an error code the scenario's fault model allows (the leaf is then
 not run: an injected failure has no side effect). `current.injected_error` tells TDX_BUG_ON whether an
 error came from the fault model (the kernel's intended failure handling) or from a broken contract.
+`nofail` marks a SEAMCALL the fault model must not inject into (the kernel relies on it not failing);
+its outcome is still the module's, locks included (tdx_module/module.py).
+
+The leaves that hold a module lock across a window another CPU can hit take two steps: the SEAMCALL
+step runs the leaf's acquire half (`tdh_vp_init_begin()`, ...), then a step announced as the leaf
+"running in the TDX module" runs the release half; another CPU's SEAMCALL scheduled in between meets
+the held lock. TDH.VP.ENTER's halves are split by KVM's guest phases (kvm/x86.py).
 MODEL: register layouts and extended error outputs are reduced to what KVM inspects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
-from ..host.task import OP_SEAMCALL, Op
+from ..host.task import OP_RUN, OP_SEAMCALL, Op
 from ..tdx_module import errno as E
+from .td_keys import GIFT_LEAVES, td_keys_cache_wb, td_keys_gifted, td_keys_wbinvd
 
 if TYPE_CHECKING:
     from ..host.host import Host
@@ -27,6 +35,8 @@ def _done(host: "Host", leaf: int, inj: object, pages: tuple[int, ...], err: int
         host.injections += 1
     if inj is not None and not E.tdx_operand_busy(inj):  # BUSY is always handled; others explain WARNs
         host.faults_injected += 1
+    if not err and leaf in GIFT_LEAVES:
+        td_keys_gifted(host, leaf, pages)
     host.probe.seamcall(leaf, err, inj is not None, pages)
     if host.history is not None:
         res = "injected " + E.err_name(err) if inj is not None else (E.err_name(err) if err else "ok")
@@ -76,16 +86,33 @@ def tdh_vp_addcx(host: "Host", tdvpr: int, page: int) -> Gen:
     return _done(host, E.TDH_VP_ADDCX, inj, (page,), inj or host.seam.tdh_vp_addcx(tdvpr, page))
 
 
+def _in_module(leaf: int, obj: object, holds: str) -> Op:
+    """The step that ends a leaf which held `holds` since its SEAMCALL step (the window in between)."""
+    return Op(OP_RUN, ("in-module", leaf, obj), f"{E.leaf_name(leaf)} returns (held {holds})")
+
+
 def tdh_vp_init(host: "Host", tdvpr: int) -> Gen:
-    """tdh_vp_init(): TDH.VP.INIT."""
+    """tdh_vp_init(): TDH.VP.INIT, holding the TDR exclusively while it initialises the TDVPS (two steps)."""
     inj = yield from _seamcall(host, E.TDH_VP_INIT, ("vp", tdvpr))
-    return _done(host, E.TDH_VP_INIT, inj, (), inj or host.seam.tdh_vp_init(tdvpr))
+    if inj:
+        return _done(host, E.TDH_VP_INIT, inj, (), inj)
+    err = host.seam.tdh_vp_init_begin(tdvpr)
+    if not err:
+        yield _in_module(E.TDH_VP_INIT, ("vp", tdvpr), "the TDR exclusively")
+        host.seam.tdh_vp_init_end(tdvpr)
+    return _done(host, E.TDH_VP_INIT, None, (), err)
 
 
 def tdh_mr_finalize(host: "Host", tdr: int) -> Gen:
-    """tdh_mr_finalize(): TDH.MR.FINALIZE."""
+    """tdh_mr_finalize(): TDH.MR.FINALIZE, holding the TDR exclusively while it finalises (two steps)."""
     inj = yield from _seamcall(host, E.TDH_MR_FINALIZE, ("td", tdr))
-    return _done(host, E.TDH_MR_FINALIZE, inj, (), inj or host.seam.tdh_mr_finalize(tdr))
+    if inj:
+        return _done(host, E.TDH_MR_FINALIZE, inj, (), inj)
+    err = host.seam.tdh_mr_finalize_begin(tdr)
+    if not err:
+        yield _in_module(E.TDH_MR_FINALIZE, ("td", tdr), "the TDR exclusively")
+        host.seam.tdh_mr_finalize_end(tdr)
+    return _done(host, E.TDH_MR_FINALIZE, None, (), err)
 
 
 def tdh_mem_sept_add(host: "Host", tdr: int, gfn: int, level: int, page: int) -> Gen:
@@ -121,8 +148,8 @@ def tdh_mem_track(host: "Host", tdr: int, nofail: bool = False) -> Gen:
 def tdh_mem_page_remove(host: "Host", tdr: int, gfn: int, level: int, nofail: bool = False) -> Gen:
     """tdh_mem_page_remove(): TDH.MEM.PAGE.REMOVE."""
     inj = yield from _seamcall(host, E.TDH_MEM_PAGE_REMOVE, ("sept", tdr, level, gfn), nofail)
-    err = inj or host.seam.tdh_mem_page_remove(tdr, gfn, level)[0]
-    return _done(host, E.TDH_MEM_PAGE_REMOVE, inj, (), err)
+    err, page = (inj, -1) if inj else host.seam.tdh_mem_page_remove(tdr, gfn, level)
+    return _done(host, E.TDH_MEM_PAGE_REMOVE, inj, (page,) if page >= 0 else (), err)
 
 
 def tdh_phymem_page_reclaim(host: "Host", page: int) -> Gen:
@@ -134,7 +161,10 @@ def tdh_phymem_page_reclaim(host: "Host", page: int) -> Gen:
 def tdh_phymem_page_wbinvd_hkid(host: "Host", hkid: int, page: int) -> Gen:
     """tdh_phymem_page_wbinvd_hkid(): TDH.PHYMEM.PAGE.WBINVD on (pfn | hkid)."""
     inj = yield from _seamcall(host, E.TDH_PHYMEM_PAGE_WBINVD, ("page", page))
-    return _done(host, E.TDH_PHYMEM_PAGE_WBINVD, inj, (page,), inj or host.seam.tdh_phymem_page_wbinvd(page, hkid))
+    err = inj or host.seam.tdh_phymem_page_wbinvd(page, hkid)
+    if not err:
+        td_keys_wbinvd(host, page, hkid)
+    return _done(host, E.TDH_PHYMEM_PAGE_WBINVD, inj, (page,), err)
 
 
 def tdh_phymem_page_wbinvd_tdr(host: "Host", tdr: int) -> Gen:
@@ -157,7 +187,10 @@ def tdh_mng_vpflushdone(host: "Host", tdr: int) -> Gen:
 def tdh_phymem_cache_wb(host: "Host", resume: bool) -> Gen:
     """tdh_phymem_cache_wb(): TDH.PHYMEM.CACHE.WB on this package."""
     inj = yield from _seamcall(host, E.TDH_PHYMEM_CACHE_WB, ("wbcache",))
-    return _done(host, E.TDH_PHYMEM_CACHE_WB, inj, (), inj or host.seam.tdh_phymem_cache_wb(resume))
+    err = inj or host.seam.tdh_phymem_cache_wb(resume)
+    if not err:
+        td_keys_cache_wb(host)
+    return _done(host, E.TDH_PHYMEM_CACHE_WB, inj, (), err)
 
 
 def tdh_mng_key_freeid(host: "Host", tdr: int) -> Gen:
@@ -181,7 +214,19 @@ def tdh_phymem_pamt_remove(host: "Host", region: int) -> Generator[Op, object, t
     return _done(host, E.TDH_PHYMEM_PAMT_REMOVE, None, (), err), pages
 
 
-def tdh_vp_enter(host: "Host", tdvpr: int) -> Gen:
-    """tdh_vp_enter() (epoch bookkeeping only; MODEL: guest execution itself is one step)."""
-    yield Op(OP_SEAMCALL, ("epoch",), "TDH.VP.ENTER", 0, True)
-    return host.seam.tdh_vp_enter(tdvpr)
+VP_ENTER_NOT_ISSUED = -1  # not a module status: KVM's gate refused the entry, no SEAMCALL was made
+
+
+def tdh_vp_enter(host: "Host", tdvpr: int, gate: Callable[[], bool] | None = None) -> Gen:
+    """tdh_vp_enter(): TDH.VP.ENTER up to the guest entry (tdh_vp_enter_begin(): the TDR and epoch locks,
+    and the S-EPT tree if zero-step is armed, taken); KVM's guest phases end it (kvm/x86.py:
+    tdx_vcpu_enter_exit()).
+
+    `gate` is KVM's last check before the entry, made with IRQs off right before the SEAMCALL
+    (tdx_vcpu_run(): wait_for_sept_zap); it is evaluated in this same step, so no kick can fall
+    between the check and the entry. VP_ENTER_NOT_ISSUED when it refuses. Never injected (nofail).
+    """
+    yield Op(OP_SEAMCALL, ("vp", tdvpr), "TDH.VP.ENTER", 0, True)
+    if gate is not None and gate():
+        return VP_ENTER_NOT_ISSUED
+    return host.seam.tdh_vp_enter_begin(tdvpr)
