@@ -611,6 +611,35 @@ def hooks(pattern: str | None, markdown: bool) -> None:
 
 
 @cli.command()
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every row, the sources and the summary as JSON.")
+@click.option("--mismatches-only", is_flag=True, help="Print only the rows where septlab and the module differ.")
+def conformance(json_out: Path | None, mismatches_only: bool) -> None:
+    """Check septlab's TDX-module model against the module's own tables: for every SEAMCALL leaf septlab
+    models, every S-EPT entry state and level the module's seamcall_sept_state_lookup defines, every TD
+    op-state and lifecycle state, the model (septlab/tdx_module, no kernel layer) is driven into that
+    state and its answer is set beside the module's, transcribed from intel/tdx-module TDX_1.5.01 into
+    septlab/conformance/data/: accept, or the status and operand id the handler returns. Leaf numbers
+    and statuses are checked against the kernel's headers. Mismatches come first; each one is either
+    listed in data/simplifications.yaml with why and its effect on results (exit 0) or unlisted (exit 1)."""
+    from .conformance import run_conformance
+
+    if json_out:
+        check_output_path(json_out, "--json")
+    report = run_conformance()
+    for line in report.table_lines(mismatches_only):
+        out.print(line)
+    for s, n in report.listed_counts():
+        out.print(f"  {s.id} ({s.kind}, {n} row{'s' * (n != 1)}): {s.title}")
+    for sid in report.stale:
+        err.print(f"septlab: warning: simplification {sid!r} fits no mismatch any more: remove it from the list")
+    out.print(report.summary())
+    if json_out:
+        write_json_atomic(json_out, report.as_json(), "--json")
+    sys.exit(report.exit_code)
+
+
+@cli.command()
 def scenarios() -> None:
     """List built-in scenarios (or pass your own YAML file to --scenario)."""
     t = Table(title="built-in scenarios")

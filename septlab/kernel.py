@@ -36,6 +36,7 @@ MODULE_FILE = {
     "septlab.kvm.tdx": "arch/x86/kvm/vmx/tdx.c",
     "septlab.kvm.x86": "arch/x86/kvm/x86.c",
     "septlab.kvm.guest_memfd": "virt/kvm/guest_memfd.c",
+    "septlab.kvm.kvm_main": "virt/kvm/kvm_main.c",
     "septlab.kvm.spte": "arch/x86/kvm/mmu/spte.h",
     "septlab.kvm.mmu_page": "arch/x86/kvm/mmu/mmu_internal.h",
     "septlab.kvm.kvm_host": "include/linux/kvm_host.h",
@@ -52,7 +53,17 @@ PREFIX_FILE = (
     ("septlab.kvm.x86", "tdx_", "arch/x86/kvm/vmx/tdx.c"),
     ("septlab.kvm.x86", "kvm_destroy_vm", "virt/kvm/kvm_main.c"),
     ("septlab.kvm.x86", "kvm_vcpu_create", "virt/kvm/kvm_main.c"),
-    ("septlab.kvm.guest_memfd", "kvm_mmu_invalidate_range", "virt/kvm/kvm_main.c"),
+    ("septlab.kvm.guest_memfd", "kvm_mmu_invalidate_", "virt/kvm/kvm_main.c"),
+    ("septlab.kvm.x86", "mmu_invalidate_retry_gfn", "include/linux/kvm_host.h"),
+    ("septlab.kvm.x86", "kvm_tdp_mmu_map_private_pfn", "arch/x86/kvm/mmu/mmu.c"),
+    ("septlab.kvm.tdx", "kvm_arch_vcpu_load", "arch/x86/kvm/x86.c"),
+    ("septlab.kvm.x86", "check_hung_srcu", "kernel/hung_task.c"),
+    ("septlab.kvm.kvm_main", "srcu_", "kernel/rcu/srcutree.c"),
+    ("septlab.kvm.kvm_main", "synchronize_srcu", "kernel/rcu/srcutree.c"),
+    ("septlab.kvm.kvm_main", "kvm_mmu_zap_all", "arch/x86/kvm/mmu/mmu.c"),
+    ("septlab.kvm.kvm_main", "kvm_unmap_gfn_range", "arch/x86/kvm/mmu/mmu.c"),
+    ("septlab.kvm.kvm_main", "kvm_arch_flush_shadow_memslot", "arch/x86/kvm/mmu/mmu.c"),
+    ("septlab.kvm.kvm_main", "mmu_notifier_unregister", "mm/mmu_notifier.c"),
 )
 
 

@@ -18,7 +18,13 @@ from ..host.page_alloc import EXTERNAL_SPT, FREE, GUEST, LEAKED, OWNER_NAMES
 from ..host.probe import Probe
 from ..host.task import _CHAIN_SKIP_FUNCS, _CHAIN_SKIP_MODULES
 from ..kvm.kvm_host import is_hkid_assigned
-from ..kvm.spte import FROZEN_SPTE, is_shadow_present_pte, spte_to_pfn
+from ..kvm.spte import (
+    FROZEN_SPTE,
+    PT_PRESENT_MASK,
+    SPTE_BASE_PFN_SHIFT,
+    is_shadow_present_pte,
+    spte_to_pfn,
+)
 from ..metrics.metrics import Metrics
 from ..tdx_module import errno as E
 from ..tdx_module.pamt import PT_NAMES, PT_NDA, PT_PAMT
@@ -127,6 +133,15 @@ INVARIANTS: dict[str, Invariant] = {i.name: i for i in [
               "wait_for_sept_zap is set only inside a write-locked mmu_lock section (the mode of the lock at "
               "mirror zaps is checked by the kernel's asserts: lockdep-assert)",
               "lockdep_assert_held_write in tdx.c, tdh_do_no_vcpus (f.18)", fatal=False, fix="2ff14116982c"),
+    Invariant("stale-spte",
+              "no present SPTE in any root -- valid or invalid, mirror or direct, in use or not -- maps a page the "
+              "host frees (so none can map one it reuses)",
+              "mmu notifier invalidate_range_start / ->release, mmu_invalidate_retry_gfn, guest_memfd invalidation, "
+              "kvm_tdp_mmu_zap_all, kvm_tdp_mmu_unmap_gfn_range (D6)"),
+    Invariant("hung-task",
+              "no task waits forever on another that spins in the kernel holding what it waits for (a "
+              "synchronize_srcu() behind a vCPU's local fault retry)",
+              "khungtaskd; tdx_handle_ept_violation's KVM_MEMSLOT_INVALID bail (g.17, D7)"),
     Invariant("deadlock", "some task can always make progress until every task has finished",
               "the scheduler (all tasks blocked)"),
 ]}
@@ -160,6 +175,7 @@ class Checker(Probe):
         self._touched: dict[str, list[tuple[Any, int]]] = {}
         self.last_seamcall: tuple[int, int, bool] | None = None
         self._pamt_refs: dict[int, int] = {}
+        self._rmap: dict[int, set[tuple[Any, int]]] = {}  # pfn -> present SPTEs (sp, index) mapping it
         self._pamt_total = 0
 
     def attach(self, world: "World") -> None:
@@ -231,7 +247,32 @@ class Checker(Probe):
         self.violate("td-keyed-page-reused", title, (pfn,), pfn=pfn, hkid=hkid, owner=OWNER_NAMES[owner],
                      chain=_model_chain(), task=self.host.current.name)
 
+    def _stale_sptes(self, pfn: int, how: str) -> None:
+        """stale-spte: pfn leaves its owner while a live SPTE still maps it (the reverse map is kept from
+        every SPTE write; a table that was itself freed maps nothing)."""
+        users = self._rmap.get(pfn)
+        if not users:
+            return
+        live = sorted(((sp, i) for sp, i in users
+                       if not sp.freed and sp.sptes[i] & PT_PRESENT_MASK and sp.sptes[i] >> SPTE_BASE_PFN_SHIFT == pfn),
+                      key=lambda e: (e[0].sp_id, e[1]))
+        if not live:
+            return
+        sp, i = live[0]
+        kind = "mirror" if sp.is_mirror else "direct"
+        root = sp
+        while root.parent is not None:
+            root = root.parent
+        root = root if root.is_root else None
+        where = (f"{kind} sp {sp.sp_id} level {sp.level} entry {i} (gfn {sp.gfn + (i << (9 * (sp.level - 1))):#x})"
+                 + ("" if root is None else f", root {root.sp_id} {'invalid' if root.invalid else 'valid'}"
+                    f"{'' if root in self.kvm.roots else ', off the root list'}"))
+        self.violate("stale-spte", f"BUG: KVM: page {pfn:#x} {how} while a present SPTE maps it: {where}", (pfn,),
+                     spte_owner=kind, sp=sp.sp_id, entry=i, level=sp.level, chain=_model_chain(),
+                     task=self.host.current.name)
+
     def page_free(self, pfn: int, old_owner: int) -> None:
+        self._stale_sptes(pfn, "freed")
         pt = self.seam.pamt.type_of(pfn)
         if pt != PT_NDA:
             title = f"BUG: page {pfn:#x} freed while the TDX module owns it ({PT_NAMES.get(pt, pt)})"
@@ -280,7 +321,7 @@ class Checker(Probe):
         if kind == "use-after-free":
             self.violate("rcu-use-after-free" if d.get("in_rcu_reader") else "use-after-free", title, pfns, **d)
         elif kind in ("double-free", "lock-context", "pamt-refcount", "sleep-in-atomic", "lock-order",
-                      "suspicious-rcu-usage", "lockdep-assert"):
+                      "suspicious-rcu-usage", "lockdep-assert", "hung-task"):
             self.violate(kind, title, pfns, **d)
         elif kind == "TDX_BUG_ON":
             if E.tdx_operand_busy(d.get("err", 0)) and (not d.get("injected") or d.get("leaf") in NO_FAIL_LEAVES):
@@ -317,6 +358,13 @@ class Checker(Probe):
 
     # --- mirror SPTEs ------------------------------------------------------------------------------------
     def spte_write(self, sp: Any, idx: int, old: int, new: int) -> None:
+        rmap = self._rmap
+        if old & PT_PRESENT_MASK:
+            users = rmap.get(old >> SPTE_BASE_PFN_SHIFT)
+            if users is not None:
+                users.discard((sp, idx))
+        if new & PT_PRESENT_MASK:
+            rmap.setdefault(new >> SPTE_BASE_PFN_SHIFT, set()).add((sp, idx))
         if sp.is_mirror:
             self._touched.setdefault(self.host.current.name, []).append((sp, idx))
 

@@ -195,6 +195,31 @@ def _lockdep_assert(v: Violation) -> list[str]:
             *_trace(d, v.task, v.step), "---[ end trace ]---"]
 
 
+def _hung_task(v: Violation) -> list[str]:
+    """check_hung_task()'s report: the blocked task, where it sleeps, and (as lockdep's
+    debug_show_all_locks() would) who holds what it waits for."""
+    d = v.details
+    return [
+        v.title,
+        '"echo 0 > /proc/sys/kernel/hung_task_timeout_secs" disables this message.',
+        f"task:{d.get('task', '?')} state:D",
+        "Call Trace:", " <TASK>", *[f" {f}" for f in str(d.get("blocked_in", "")).split(" <- ")], " </TASK>",
+        "",
+        f"Showing the holder: {d.get('holder', '?')} is inside srcu_read_lock(&kvm->srcu) and runs:",
+        f" {d.get('holder_in', '?')}",
+        *_chain(d.get("chain"), " "),
+        f"why: {d.get('why', '')}",
+    ]
+
+
+def _stale_spte(v: Violation) -> list[str]:
+    """A KASAN-style report for a page freed under a live SPTE: the SPTE, then the page's history."""
+    d = v.details
+    return [v.title, f"freed by task {d.get('task', v.task)} at step #{v.step}:", *_chain(d.get("chain"), " "),
+            f"the {d.get('spte_owner', '?')} SPTE (sp {d.get('sp')}, level {d.get('level')}, entry {d.get('entry')}) "
+            "still translates to it: the guest can read and write the page's next owner"]
+
+
 def render(v: Violation, host: Any, log: list[tuple[int, str, str]] | None, replay_cmd: str, header: str) -> str:
     inv = INVARIANTS.get(v.invariant)
     out = [RULE, f"septlab: invariant '{v.invariant}' violated at step #{v.step} ({v.task})", header]
@@ -214,6 +239,10 @@ def render(v: Violation, host: Any, log: list[tuple[int, str, str]] | None, repl
         out += _rcu_suspicious(v)
     elif v.invariant == "lockdep-assert":
         out += _lockdep_assert(v)
+    elif v.invariant == "hung-task":
+        out += _hung_task(v)
+    elif v.invariant == "stale-spte":
+        out += _stale_spte(v)
     else:
         out += _warn(v)
     if log:

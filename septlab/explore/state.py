@@ -16,6 +16,7 @@ from typing import Any
 
 from ..host.task import Op, Task
 from ..kvm.kvm_host import Kvm, KvmTdx, KvmVcpu
+from ..kvm.kvm_main import KvmMmuNotifier
 from ..kvm.mmu_page import KvmMmuPage
 from ..kvm.tdp_mmu import KvmPageFault, TdpIter
 
@@ -37,7 +38,7 @@ def _code(code: Any) -> int:
     return v
 
 
-_OPAQUE = (Kvm, KvmTdx, Op)
+_OPAQUE = (Kvm, KvmTdx, Op, KvmMmuNotifier)
 
 
 def canon(v: Any) -> Any:
@@ -117,7 +118,7 @@ def world_state(world: Any, threads: list[Any], checker: Any) -> tuple:
     tds = tuple((tdr, td.hkid, td.lifecycle, td.op_state, td.child_count, td.td_epoch, tuple(td.epoch_refcount),
                  td.wbcache_done, td.tdr_lock, td.sept_lock, td.epoch_lock, tuple(sorted(td.sept_entry_lock)),
                  tuple((k, vp.initialized, vp.associated, vp.in_guest_epoch, vp.entering, vp.sept_locked,
-                        vp.epf_stepping) for k, vp in sorted(td.vcpus.items())),
+                        vp.epf_stepping, vp.assoc_lpid) for k, vp in sorted(td.vcpus.items())),
                  tuple(sorted(td.sept_state.items())), tuple(sorted(td.sept_page.items())),
                  tuple(sorted(td.sept_bepoch.items())))
                 for tdr, td in sorted(seam.tds.items()))
@@ -125,7 +126,7 @@ def world_state(world: Any, threads: list[Any], checker: Any) -> tuple:
     vcpus = tuple((tuple(v.mmu_shadow_page_cache.objects), tuple(v.mmu_external_spt_cache.objects),
                    tuple(v.pamt_cache.pages), v.mirror_root.sp_id if v.mirror_root else -1,
                    v.direct_root.sp_id if v.direct_root else -1, v.tdvpr, tuple(v.tdcx), v.in_guest,
-                   v.initialized, v.accesses_done, v.guest_access) for v in kvm.vcpus)
+                   v.initialized, v.accesses_done, v.guest_access, v.cpu, v.cpu_list, v.invalid_slot_retries) for v in kvm.vcpus)
     t = kvm.tdx
     touched = tuple(sorted((names.get(k, -1), tuple((sp.sp_id, i) for sp, i in v))
                            for k, v in checker._touched.items()))
@@ -144,12 +145,18 @@ def world_state(world: Any, threads: list[Any], checker: Any) -> tuple:
         (tuple(sorted(seam.pamt.ptype.items())), tuple(sorted(seam.pamt.owner.items())),
          tuple(sorted(seam.pamt.backing.items())), tds),
         (tuple(sorted(th.pamt_refcounts.items())), th.hkids),
-        (t.tdr, tuple(t.tdcs), t.hkid, t.state, t.wait_for_sept_zap),
+        (t.tdr, tuple(t.tdcs), t.hkid, t.state, t.wait_for_sept_zap, t.page_add_src),
         vcpus, sps,
         tuple(r.sp_id for r in kvm.roots), tuple(r.sp_id for r in kvm.scheduled_to_zap),
         (tuple(sorted(kvm.sp_seq.items())), kvm.tdp_mmu_pages, kvm.bugged, kvm.pre_fault_allowed, kvm.mmu_invalidate_seq,
          kvm.mmu_invalidate_in_progress, tuple(sorted(kvm.shared_gfns)), tuple(sorted(kvm.gmem.items())), kvm.users,
          kvm.populated, kvm.setup_zappers, kvm.setup_failed),
+        (kvm.mmu_invalidate_range_start, kvm.mmu_invalidate_range_end, kvm.mn_active_invalidate_count, kvm.memslot,
+         tuple(sorted(names.get(n, -1) for n in kvm.srcu_readers)),
+         tuple(sorted((names.get(w, -1), tuple(sorted(names.get(n, -1) for n in ws)))
+                      for w, ws in kvm.srcu_waiting.items()))),
+        (tuple(sorted(host.mm.ptes.items())), tuple(sorted(host.mm.unmapped)), tuple(sorted(host.mm.page_refs.items())),
+         host.mm.exited, len(host.mm.notifiers)),
         touched,
     )
 

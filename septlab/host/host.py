@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .locks import Lockdep
+from .mm import MmStruct
 from .page_alloc import OWNER_NAMES, PageAllocator, PageEvent
 from .probe import Probe
 from .rcu import Rcu
@@ -41,6 +42,7 @@ class Host:
     # ("epoch", 0) (a TRACK failed: the TD's TLB epoch was not advanced).
     fault_causes: dict[Any, tuple[str, str, int, str]] = field(default_factory=dict)
     tdx: Any = None  # host TDX state of arch/x86/virt/vmx/tdx (septlab.virt.dpamt.TdxHost)
+    mm: MmStruct = field(default_factory=MmStruct)  # the VMM's address space (shared guest memory)
     patches: Any = None  # the variant's kernel-function patch set (septlab.kernel.PatchSet), active while stepping
     # pfn -> (task, step, chain) of the last alloc and free, for KASAN-style reports without history.
     last_alloc: dict[int, tuple[str, int, tuple[str, ...]]] = field(default_factory=dict)

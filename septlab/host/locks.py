@@ -41,7 +41,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .task import OP_READ_LOCK, OP_SPIN_LOCK, OP_WAIT, OP_WRITE_LOCK, Op, Task, callchain
+from .task import OP_READ_LOCK, OP_RUN, OP_SPIN_LOCK, OP_WAIT, OP_WRITE_LOCK, Op, Task, callchain
 
 if TYPE_CHECKING:
     from .host import Host
@@ -506,6 +506,12 @@ def might_sleep(host: "Host", what: str = "might_sleep()") -> None:
     t = host.current
     if t.preempt_count or t.rcu_nesting:
         _might_sleep_splat(host, t, what, sys._getframe(1))
+
+
+def cond_resched(host: "Host") -> Generator[Op, object, None]:
+    """cond_resched(): a voluntary preemption point (may sleep): another task may run here."""
+    might_sleep(host, "cond_resched()")
+    yield Op(OP_RUN, ("sched", host.current.name), "cond_resched()")
 
 
 def cond_resched_rwlock(host: "Host", lock: RwLock) -> None:

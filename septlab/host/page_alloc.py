@@ -39,7 +39,8 @@ GUEST = 4  # guest_memfd private page
 TD_CONTROL = 5  # TDR / TDCS / TDVPR / TDCX
 PAMT = 6  # DPAMT PAMT_4K backing page
 LEAKED = 7  # deliberately leaked by the kernel (it cannot know the page is safe to reuse)
-OWNER_NAMES = ("free", "cached", "spt", "external_spt", "guest", "td_control", "pamt", "leaked")
+USER = 8  # a host-userspace (anonymous) page: shared guest memory, an INIT_MEM_REGION source
+OWNER_NAMES = ("free", "cached", "spt", "external_spt", "guest", "td_control", "pamt", "leaked", "user")
 N_OWNERS = len(OWNER_NAMES)
 
 

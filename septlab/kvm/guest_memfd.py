@@ -1,7 +1,7 @@
 """virt/kvm/guest_memfd.c: private pages per gfn, invalidation on conversion/punch-hole/release.
 
-MODEL: one guest_memfd file backs all private memory; folios are 4 KiB; shared memory is host
-userspace memory outside the model (shared pfns are synthetic and never allocated).
+MODEL: one guest_memfd file backs all private memory; folios are 4 KiB. Shared memory is the VMM's
+anonymous memory (septlab/host/mm.py), reached through the mmu notifiers (kvm_main.py).
 """
 
 from __future__ import annotations
@@ -12,13 +12,10 @@ from typing import TYPE_CHECKING
 from ..host.locks import down_write, mutex_lock, mutex_unlock, up_write, write_lock, write_unlock
 from ..host.page_alloc import GUEST, LEAKED, alloc_page, free_page
 from ..host.task import Op
-from .tdp_mmu import kvm_tdp_mmu_unmap_gfn_range
+from .tdp_mmu import KVM_FILTER_PRIVATE, kvm_tdp_mmu_unmap_gfn_range
 
 if TYPE_CHECKING:
     from .kvm_host import Kvm
-
-SHARED_PFN_BASE = 1 << 36
-
 
 def kvm_gmem_get_pfn(kvm: "Kvm", gfn: int) -> int:
     """kvm_gmem_get_pfn(): the folio for gfn, allocated on first use."""
@@ -29,6 +26,30 @@ def kvm_gmem_get_pfn(kvm: "Kvm", gfn: int) -> int:
     return pfn
 
 
+def kvm_mmu_invalidate_begin(kvm: "Kvm") -> None:
+    """kvm_mmu_invalidate_begin() (mmu_lock held for write): one more invalidation in progress; the
+    first one starts a new range (INVALID_GPA)."""
+    kvm.mmu_invalidate_in_progress += 1
+    if kvm.mmu_invalidate_in_progress == 1:
+        kvm.mmu_invalidate_range_start = kvm.mmu_invalidate_range_end = -1
+
+
+def kvm_mmu_invalidate_range_add(kvm: "Kvm", start: int, end: int) -> None:
+    """kvm_mmu_invalidate_range_add(): widen the in-progress range to cover [start, end)."""
+    if kvm.mmu_invalidate_range_start < 0:
+        kvm.mmu_invalidate_range_start, kvm.mmu_invalidate_range_end = start, end
+    else:
+        kvm.mmu_invalidate_range_start = min(kvm.mmu_invalidate_range_start, start)
+        kvm.mmu_invalidate_range_end = max(kvm.mmu_invalidate_range_end, end)
+
+
+def kvm_mmu_invalidate_end(kvm: "Kvm") -> None:
+    """kvm_mmu_invalidate_end(): bump mmu_invalidate_seq (so a fault that raced sees it), then one
+    invalidation fewer in progress."""
+    kvm.mmu_invalidate_seq += 1
+    kvm.mmu_invalidate_in_progress -= 1
+
+
 def kvm_mmu_invalidate_range(kvm: "Kvm", start: int, end: int, to_shared: bool) -> Generator[Op, object, None]:
     """mmu_invalidate_begin() + kvm_mmu_unmap_gfn_range(private) + attributes + mmu_invalidate_end().
 
@@ -37,12 +58,12 @@ def kvm_mmu_invalidate_range(kvm: "Kvm", start: int, end: int, to_shared: bool) 
     """
     host = kvm.host
     yield from write_lock(host, kvm.mmu_lock)
-    kvm.mmu_invalidate_in_progress += 1
-    yield from kvm_tdp_mmu_unmap_gfn_range(kvm, start, end, True)
+    kvm_mmu_invalidate_begin(kvm)
+    kvm_mmu_invalidate_range_add(kvm, start, end)
+    yield from kvm_tdp_mmu_unmap_gfn_range(kvm, start, end, KVM_FILTER_PRIVATE, True)
     if to_shared:
         kvm.shared_gfns.update(range(start, end))
-    kvm.mmu_invalidate_seq += 1
-    kvm.mmu_invalidate_in_progress -= 1
+    kvm_mmu_invalidate_end(kvm)
     write_unlock(host, kvm.mmu_lock)
 
 

@@ -14,6 +14,10 @@ from ..host.memcache import KvmMmuMemoryCache
 from ..virt.dpamt import TdxPamtCache
 from .mmu_page import KvmMmuPage
 
+KVM_MEMSLOT_VALID = 0
+KVM_MEMSLOT_INVALID = 1
+KVM_MEMSLOT_DELETED = 2
+
 TD_STATE_UNINITIALIZED = 0
 TD_STATE_INITIALIZED = 1
 TD_STATE_RUNNABLE = 2
@@ -31,6 +35,8 @@ class KvmTdx:
     hkid: int = -1
     state: int = TD_STATE_UNINITIALIZED
     wait_for_sept_zap: bool = False
+    # KVM_TDX_INIT_MEM_REGION: the userspace source page of the PAGE.ADD in flight (-1: none)
+    page_add_src: int = -1
 
 
 def is_hkid_assigned(kvm_tdx: KvmTdx) -> bool:
@@ -55,8 +61,13 @@ class KvmVcpu:
     in_guest: bool = False
     initialized: bool = False
     accesses_done: int = 0  # guest accesses handled so far (lets a scenario order host events)
+    invalid_slot_retries: int = 0  # faults on a KVM_MEMSLOT_INVALID slot in this exit (hung-task check)
     # MODEL: the guest's next access, (gfn, private): what its EPT violation exit will report
     guest_access: tuple[int, bool] = (-1, False)
+    # vcpu->cpu: the CPU it was last loaded on (-1: never, or disassociated by tdx_disassociate_vp());
+    # cpu_list: whose per-CPU associated_tdvcpus list vcpu_tdx->cpu_list is on (-1: none)
+    cpu: int = -1
+    cpu_list: int = -1
 
 
 @dataclass(slots=True, eq=False)
@@ -87,6 +98,17 @@ class Kvm:
     pre_fault_allowed: bool = False
     mmu_invalidate_seq: int = 0
     mmu_invalidate_in_progress: int = 0
+    # kvm->mmu_invalidate_range_start/end: the union of the ranges being invalidated (INVALID_GPA: none)
+    mmu_invalidate_range_start: int = -1
+    mmu_invalidate_range_end: int = -1
+    mn_active_invalidate_count: int = 0  # mmu-notifier invalidations between start and end
+    # The one memslot (MODEL: gfn g at hva page g): KVM_MEMSLOT_VALID / KVM_MEMSLOT_INVALID (being deleted,
+    # faults retry) / KVM_MEMSLOT_DELETED (gone until userspace re-creates it).
+    memslot: int = 0
+    # kvm->srcu: tasks inside srcu_read_lock(&kvm->srcu), and for each synchronize_srcu() caller the
+    # readers whose read-side sections it still waits for (task names).
+    srcu_readers: set[str] = field(default_factory=set)
+    srcu_waiting: dict[str, set[str]] = field(default_factory=dict)
     shared_gfns: set[int] = field(default_factory=set)
     gmem: dict[int, int] = field(default_factory=dict)  # private gfn -> guest_memfd page
     users: int = 0  # references from vCPU fds and guest_memfd files (kvm_get_kvm/kvm_put_kvm)

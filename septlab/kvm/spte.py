@@ -2,7 +2,9 @@
 
 An SPTE is an int: pfn << 12 | flags. FROZEN_SPTE (REMOVED_SPTE before ~v6.11) is the transient
 non-present value meaning "a thread owns this entry right now"; SHADOW_NONPRESENT_VALUE is empty.
-MODEL: no A/D, permission, memtype or MMIO bits; non-leaf SPTEs point at the child's `spt` page.
+MODEL: of the A/D bits only Accessed (what aging clears; the bit position is the model's, the guest's
+hardware setting it again is not modelled); no permission, memtype or MMIO bits; non-leaf SPTEs point
+at the child's `spt` page.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ PT_PRESENT_MASK = 1 << 0
 PT_WRITABLE_MASK = 1 << 1
 PT_PAGE_SIZE_MASK = 1 << 7  # leaf at level > 4K
 SPTE_LEAF_MASK = 1 << 8  # MODEL: explicit leaf marker so is_last_spte() needs no level table
+SPTE_ACCESSED_MASK = 1 << 5  # shadow_accessed_mask: set by make_spte() for a non-prefetch fault
 SPTE_BASE_PFN_SHIFT = 12
 
 SPTE_ENT_PER_PAGE = 512
@@ -40,7 +43,7 @@ def spte_to_pfn(spte: int) -> int:
 
 def make_spte(pfn: int) -> int:
     """make_spte(): a present, writable 4 KiB leaf (TDX requires full RWX for private leaves)."""
-    return (pfn << SPTE_BASE_PFN_SHIFT) | PT_PRESENT_MASK | PT_WRITABLE_MASK | SPTE_LEAF_MASK
+    return (pfn << SPTE_BASE_PFN_SHIFT) | PT_PRESENT_MASK | PT_WRITABLE_MASK | SPTE_LEAF_MASK | SPTE_ACCESSED_MASK
 
 
 def make_nonleaf_spte(child_spt: int) -> int:

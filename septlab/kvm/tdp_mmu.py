@@ -23,6 +23,7 @@ from ..host.locks import (
     lockdep_assert_held_write,
     read_lock,
     read_unlock,
+    spin_lock,
     spin_lock_nostep,
     spin_unlock,
     write_lock,
@@ -37,6 +38,7 @@ from .spte import (
     FROZEN_SPTE,
     PT_PRESENT_MASK,
     SHADOW_NONPRESENT_VALUE,
+    SPTE_ACCESSED_MASK,
     is_frozen_spte,
     is_last_spte,
     is_shadow_present_pte,
@@ -429,27 +431,33 @@ def tdp_mmu_next_root_check(kvm: "Kvm") -> None:
 
 
 def kvm_tdp_mmu_alloc_root(vcpu: "KvmVcpu", mirror: bool) -> Generator[Op, object, KvmMmuPage]:
-    """kvm_tdp_mmu_alloc_root(): reuse a valid root of the same role, else a new one (refcount 2:
-    one for the vCPU, one for the root list until the root is invalidated). The new root is added to
-    tdp_mmu_roots (list_add_rcu) under tdp_mmu_pages_lock, after a recheck under that lock."""
+    """kvm_tdp_mmu_alloc_root() (v6.12+): under read mmu_lock, reuse a valid root of the same role
+    (keeping the iterator's reference); else take tdp_mmu_pages_lock, recheck (another vCPU may have
+    added one meanwhile: kvm_tdp_mmu_get_root()), and only then allocate a new root (refcount 2: one
+    for the vCPU, one for the root list until it is invalidated) and list_add_rcu() it."""
     kvm = vcpu.kvm
     host = kvm.host
-    yield from write_lock(host, kvm.mmu_lock)
+    yield from read_lock(host, kvm.mmu_lock)
     tdp_mmu_next_root_check(kvm)  # for_each_valid_tdp_mmu_root_yield_safe()
     for root in kvm.roots:
         if root.is_mirror == mirror and not root.invalid:
             root.root_count += 1
-            write_unlock(host, kvm.mmu_lock)
+            read_unlock(host, kvm.mmu_lock)
             return root
-    spin_lock_nostep(host, kvm.tdp_mmu_pages_lock)
-    root = tdp_mmu_alloc_sp(vcpu)
-    root.level = ROOT_LEVEL
-    root.is_mirror = mirror
-    root.is_root = True
-    root.root_count = 2
-    kvm.roots.append(root)
+    yield from spin_lock(host, kvm.tdp_mmu_pages_lock)
+    for root in kvm.roots:  # role.word == role.word: a valid root of this role
+        if root.is_mirror == mirror and not root.invalid and root.root_count > 0:
+            root.root_count += 1  # kvm_tdp_mmu_get_root()
+            break
+    else:
+        root = tdp_mmu_alloc_sp(vcpu)
+        root.level = ROOT_LEVEL
+        root.is_mirror = mirror
+        root.is_root = True
+        root.root_count = 2
+        kvm.roots.append(root)
     spin_unlock(host, kvm.tdp_mmu_pages_lock)
-    write_unlock(host, kvm.mmu_lock)
+    read_unlock(host, kvm.mmu_lock)
     return root
 
 
@@ -546,10 +554,29 @@ def tdp_mmu_find_leaf_table(root: KvmMmuPage, gfn: int, sp_by_spt: dict[int, Kvm
     return sp
 
 
-def tdp_mmu_zap_leafs(kvm: "Kvm", root: KvmMmuPage, start: int, end: int) -> Gen:
-    """tdp_mmu_zap_leafs(): zap present 4K leaves in [start, end) (mmu_lock held for write).
+def tdp_mmu_iter_cond_resched(kvm: "Kvm", shared: bool) -> Gen:
+    """tdp_mmu_iter_cond_resched() with can_yield: leave RCU, drop mmu_lock so a contending task can
+    take it (cond_resched_rwlock_read/write), re-take both. MODEL: offered between leaf tables only
+    (the kernel checks at every entry, after forward progress, when need_resched() or the lock is
+    contended); there is nothing to flush first, as no zap here leaves a TLB flush pending across it."""
+    host = kvm.host
+    rcu_read_unlock(host)
+    cond_resched_rwlock(host, kvm.mmu_lock)
+    if shared:
+        read_unlock(host, kvm.mmu_lock)
+        yield from read_lock(host, kvm.mmu_lock)
+    else:
+        write_unlock(host, kvm.mmu_lock)
+        yield from write_lock(host, kvm.mmu_lock)
+    rcu_read_lock(host)
+    return 0
 
-    MODEL: no tdp_mmu_iter_cond_resched() yielding of mmu_lock.
+
+def tdp_mmu_zap_leafs(kvm: "Kvm", root: KvmMmuPage, start: int, end: int, can_yield: bool = False) -> Gen:
+    """tdp_mmu_zap_leafs(): zap present 4K leaves in [start, end) (mmu_lock held for write), yielding
+    mmu_lock between leaf tables when the caller may block (range->may_block).
+
+    MODEL: 4 KiB leaves only (D8).
     """
     host = kvm.host
     lockdep_assert_held_write(host, kvm.mmu_lock)
@@ -566,19 +593,98 @@ def tdp_mmu_zap_leafs(kvm: "Kvm", root: KvmMmuPage, start: int, end: int) -> Gen
                 old = sp.sptes[i]
                 if is_shadow_present_pte(old):
                     yield from tdp_mmu_set_spte(kvm, TdpIter(sp, i, 1, g, old), SHADOW_NONPRESENT_VALUE)
+            if can_yield and block_end < end:
+                yield from tdp_mmu_iter_cond_resched(kvm, False)
         gfn = block_end
     rcu_read_unlock(host)
     return 0
 
 
-def kvm_tdp_mmu_unmap_gfn_range(kvm: "Kvm", start: int, end: int, private: bool) -> Gen:
-    """kvm_tdp_mmu_unmap_gfn_range(): roots matching the attribute filter, invalid ones included
-    (__for_each_tdp_mmu_root_yield_safe())."""
+# enum kvm_tdp_mmu_root_types (tdp_mmu.h) and enum kvm_gfn_range_filter (kvm_host.h)
+KVM_INVALID_ROOTS = 1 << 0
+KVM_DIRECT_ROOTS = 1 << 1
+KVM_MIRROR_ROOTS = 1 << 2
+KVM_VALID_ROOTS = KVM_DIRECT_ROOTS | KVM_MIRROR_ROOTS
+KVM_ALL_ROOTS = KVM_VALID_ROOTS | KVM_INVALID_ROOTS
+KVM_FILTER_SHARED = 1 << 0
+KVM_FILTER_PRIVATE = 1 << 1
+
+
+def kvm_gfn_range_filter_to_root_types(kvm: "Kvm", attr_filter: int) -> int:
+    """kvm_gfn_range_filter_to_root_types() (a TD has mirrored TDP): PRIVATE -> mirror roots,
+    SHARED -> direct roots."""
+    types = 0
+    if attr_filter & KVM_FILTER_PRIVATE:
+        types |= KVM_MIRROR_ROOTS
+    if attr_filter & KVM_FILTER_SHARED:
+        types |= KVM_DIRECT_ROOTS
+    return types
+
+
+def tdp_mmu_root_match(root: KvmMmuPage, types: int) -> bool:
+    """tdp_mmu_root_match(): an invalid root only with KVM_INVALID_ROOTS; then by mirror/direct."""
+    if root.invalid and not types & KVM_INVALID_ROOTS:
+        return False
+    return bool(types & (KVM_MIRROR_ROOTS if root.is_mirror else KVM_DIRECT_ROOTS))
+
+
+def tdp_mmu_roots(kvm: "Kvm", types: int) -> list[KvmMmuPage]:
+    """The roots __for_each_tdp_mmu_root_yield_safe(kvm, root, as_id, types) visits: those of
+    kvm->arch.tdp_mmu_roots that match `types`, in list order (a root being zapped stays on the list
+    until its last reference goes)."""
     tdp_mmu_next_root_check(kvm)
-    for root in list(kvm.roots) + [r for r in kvm.scheduled_to_zap if r not in kvm.roots]:
-        if root.is_mirror == private:
-            yield from tdp_mmu_zap_leafs(kvm, root, start, end)
+    roots = list(kvm.roots) + [r for r in kvm.scheduled_to_zap if r not in kvm.roots]
+    return [r for r in roots if tdp_mmu_root_match(r, types)]
+
+
+def kvm_tdp_mmu_unmap_gfn_range(kvm: "Kvm", start: int, end: int, attr_filter: int,
+                                may_block: bool = False) -> Gen:
+    """kvm_tdp_mmu_unmap_gfn_range(): roots matching the range's attribute filter, invalid ones included
+    (types | KVM_INVALID_ROOTS), leaf zaps yielding when range->may_block."""
+    types = kvm_gfn_range_filter_to_root_types(kvm, attr_filter) | KVM_INVALID_ROOTS
+    for root in tdp_mmu_roots(kvm, types):
+        yield from tdp_mmu_zap_leafs(kvm, root, start, end, may_block)
     return 0
+
+
+def kvm_tdp_mmu_zap_all(kvm: "Kvm") -> Gen:
+    """kvm_tdp_mmu_zap_all() (mmu-notifier ->release, VM exit): every direct root, valid or invalid;
+    "For TDX, mirror roots don't need handling in response to the mmu notifier"."""
+    lockdep_assert_held_write(kvm.host, kvm.mmu_lock)
+    for root in tdp_mmu_roots(kvm, KVM_DIRECT_ROOTS | KVM_INVALID_ROOTS):
+        yield from tdp_mmu_zap_root(kvm, root, False)
+    return 0
+
+
+def kvm_tdp_mmu_age_gfn_range(kvm: "Kvm", start: int, end: int, attr_filter: int) -> Generator[Op, object, bool]:
+    """kvm_tdp_mmu_age_gfn_range() -> __kvm_tdp_mmu_age_gfn_range(): lockless (KVM_MMU_LOCKLESS_AGING),
+    under rcu_read_lock() only, over the *valid* roots of the filter (for_each_valid_tdp_mmu_root_rcu):
+    each present leaf's Accessed bit is cleared atomically (kvm_tdp_mmu_clear_spte_bits_atomic), the
+    TLB is not flushed. Returns whether any leaf was young. A lockless walker of page tables another CPU
+    may be freeing: what RCU-deferred freeing of page tables protects."""
+    host = kvm.host
+    young = False
+    rcu_read_lock(host)
+    if not host.current.rcu_nesting:
+        rcu_dereference_splat(host, "__kvm_tdp_mmu_age_gfn_range: list_for_each_entry_rcu(tdp_mmu_roots)")
+    types = kvm_gfn_range_filter_to_root_types(kvm, attr_filter)
+    for root in [r for r in kvm.roots if not r.invalid and tdp_mmu_root_match(r, types)]:
+        for gfn in range(start, end):
+            sp, level = root, root.level
+            while True:
+                idx = spte_index(gfn, level)
+                spte = yield from tdp_read_spte(host, sp, idx, "__kvm_tdp_mmu_age_gfn_range")
+                if not is_shadow_present_pte(spte) or is_last_spte(spte, level):
+                    break
+                nxt = kvm.sp_by_spt.get(spte_to_pfn(spte))
+                if nxt is None:
+                    break
+                sp, level = nxt, level - 1
+            if is_shadow_present_pte(spte) and spte & SPTE_ACCESSED_MASK:
+                young = True
+                yield from tdp_cmpxchg_spte(host, sp, idx, spte, spte & ~SPTE_ACCESSED_MASK)
+    rcu_read_unlock(host)
+    return young
 
 
 __all__ = ["kvm_tdp_mmu_map", "handle_removed_pt", "tdp_mmu_free_unused_sp", "make_spte"]

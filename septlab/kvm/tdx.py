@@ -206,17 +206,32 @@ def tdx_sept_map_leaf_spte(kvm: Kvm, gfn: int, level: int, new_spte: int) -> Gen
     if (yield from tdx_pamt_get(host, pfn, vcpu.pamt_cache)):  # type: ignore[union-attr]
         return EIO
     if kvm.tdx.state != TD_STATE_RUNNABLE:
-        lockdep_assert_held(host, kvm.slots_lock)  # tdx_mem_page_add() (b.2)
-        leaf = E.TDH_MEM_PAGE_ADD
-        err = yield from S.tdh_mem_page_add(host, kvm.tdx.tdr, gfn, level, pfn)
-    else:
-        leaf = E.TDH_MEM_PAGE_AUG
-        err = yield from S.tdh_mem_page_aug(host, kvm.tdx.tdr, gfn, level, pfn)
+        ret = yield from tdx_mem_page_add(kvm, gfn, level, pfn)
+        if ret:
+            yield from tdx_pamt_put(host, pfn)
+        return ret
+    err = yield from S.tdh_mem_page_aug(host, kvm.tdx.tdr, gfn, level, pfn)
     if E.tdx_operand_busy(err):
         yield from tdx_pamt_put(host, pfn)
         return EBUSY
-    if TDX_BUG_ON(err, leaf, kvm, host, pfn=pfn, gfn=gfn):
+    if TDX_BUG_ON(err, E.TDH_MEM_PAGE_AUG, kvm, host, pfn=pfn, gfn=gfn):
         yield from tdx_pamt_put(host, pfn)
+        return EIO
+    return 0
+
+
+def tdx_mem_page_add(kvm: Kvm, gfn: int, level: int, pfn: int) -> Gen:
+    """tdx_mem_page_add(): only from KVM_TDX_INIT_MEM_REGION (b.2): slots_lock held, no pre-fault yet,
+    the source page set by tdx_gmem_post_populate(); TDH.MEM.PAGE.ADD copies it into pfn."""
+    host = kvm.host
+    lockdep_assert_held(host, kvm.slots_lock)
+    if (KVM_BUG_ON(kvm.pre_fault_allowed, kvm, "tdx_mem_page_add", "kvm->arch.pre_fault_allowed")
+            or KVM_BUG_ON(kvm.tdx.page_add_src < 0, kvm, "tdx_mem_page_add", "!kvm_tdx->page_add_src")):
+        return EIO
+    err = yield from S.tdh_mem_page_add(host, kvm.tdx.tdr, gfn, level, pfn, kvm.tdx.page_add_src)
+    if E.tdx_operand_busy(err):
+        return EBUSY
+    if TDX_BUG_ON(err, E.TDH_MEM_PAGE_ADD, kvm, host, pfn=pfn, gfn=gfn):
         return EIO
     return 0
 
@@ -410,12 +425,8 @@ def tdx_mmu_release_hkid(kvm: Kvm) -> Gen:
     t = kvm.tdx
     if not is_hkid_assigned(t):
         return 0
-    for vcpu in kvm.vcpus:
-        if vcpu.tdvpr < 0:  # tdx_flush_vp_on_cpu(): a vCPU never created/loaded (vcpu->cpu == -1)
-            continue
-        err = yield from S.tdh_vp_flush(host, vcpu.tdvpr)
-        if err and E.status(err) != E.TDX_VCPU_NOT_ASSOCIATED:
-            TDX_BUG_ON(err, E.TDH_VP_FLUSH, kvm, host)
+    for vcpu in kvm.vcpus:  # kvm_for_each_vcpu(), under cpus_read_lock()
+        yield from tdx_flush_vp_on_cpu(vcpu)
     yield from mutex_lock(host, kvm.tdx_lock)  # held to "out:" (VPFLUSHDONE .. KEY.FREEID)
     err = yield from S.tdh_mng_vpflushdone(host, t.tdr)
     if E.status(err) == E.TDX_FLUSHVP_NOT_DONE:
@@ -485,9 +496,15 @@ def tdx_reclaim_control_page(kvm: Kvm, page: int) -> Gen:
 
 
 def tdx_vcpu_free(vcpu: KvmVcpu) -> Gen:
-    """tdx_vcpu_free(): leak everything if the HKID is still assigned, else reclaim TDCX and TDVPR."""
+    """tdx_vcpu_free(): a vCPU still loaded somewhere is only disassociated (1e3a825c9ec9: legal only for
+    one that never got initialised); else leak everything if the HKID is still assigned, else reclaim
+    TDCX and TDVPR; the vCPU is VCPU_TD_STATE_UNINITIALIZED again."""
     kvm = vcpu.kvm
     host = kvm.host
+    if vcpu.cpu != -1:
+        KVM_BUG_ON(vcpu.initialized, kvm, "tdx_vcpu_free", "tdx->state == VCPU_TD_STATE_INITIALIZED")
+        yield from tdx_flush_vp_on_cpu(vcpu)
+        return 0
     if is_hkid_assigned(kvm.tdx):
         for page in vcpu.tdcx + [vcpu.tdvpr]:
             tdx_leak_page(host, page, "vCPU page: HKID still assigned")
@@ -499,6 +516,67 @@ def tdx_vcpu_free(vcpu: KvmVcpu) -> Gen:
     if vcpu.tdvpr >= 0:  # if (tdx->vp.tdvpr_page)
         yield from tdx_reclaim_control_page(kvm, vcpu.tdvpr)
     vcpu.tdvpr = -1
+    vcpu.initialized = False
+    return 0
+
+
+# --- vCPU association: the per-CPU associated_tdvcpus lists ------------------------------------------
+def tdx_disassociate_vp(vcpu: KvmVcpu) -> None:
+    """tdx_disassociate_vp(): list_del(&tdx->cpu_list), smp_wmb(), vcpu->cpu = -1 (IRQs off)."""
+    vcpu.cpu_list = -1
+    vcpu.cpu = -1
+
+
+def tdx_flush_vp(vcpu: KvmVcpu, cpu: int) -> Gen:
+    """tdx_flush_vp() (the IPI callback on `cpu`): TDH.VP.FLUSH unless the vCPU is still
+    VCPU_TD_STATE_UNINITIALIZED (TDX_VCPU_NOT_ASSOCIATED tolerated), then disassociate it anyway;
+    returns the error for the caller to report."""
+    err = 0
+    if vcpu.initialized:
+        err = yield from S.tdh_vp_flush(vcpu.kvm.host, vcpu.tdvpr, cpu)
+        if err == E.TDX_VCPU_NOT_ASSOCIATED:
+            err = 0
+    tdx_disassociate_vp(vcpu)
+    return err
+
+
+def tdx_flush_vp_on_cpu(vcpu: KvmVcpu) -> Gen:
+    """tdx_flush_vp_on_cpu(): nothing if vcpu->cpu == -1, else smp_call_function_single(vcpu->cpu,
+    tdx_flush_vp) and KVM_BUG_ON(arg.err). MODEL: the IPI runs in the caller's step; its SEAMCALL is
+    issued on the vCPU's last CPU (the module checks that logical processor)."""
+    cpu = vcpu.cpu
+    if cpu == -1:
+        return 0
+    kvm = vcpu.kvm
+    err = yield from tdx_flush_vp(vcpu, cpu)
+    TDX_BUG_ON(err, E.TDH_VP_FLUSH, kvm, kvm.host)
+    return 0
+
+
+def tdx_vcpu_load(vcpu: KvmVcpu, cpu: int) -> Gen:
+    """tdx_vcpu_load(): nothing if the vCPU is already on this CPU or the HKID is gone ("Fix list_add
+    corruption during vcpu_load"); else flush it on its old CPU, then list_add() it to this CPU's
+    associated_tdvcpus (CONFIG_DEBUG_LIST reports an entry still on a list)."""
+    kvm = vcpu.kvm
+    if vcpu.cpu == cpu or not is_hkid_assigned(kvm.tdx):
+        return 0
+    yield from tdx_flush_vp_on_cpu(vcpu)
+    if vcpu.cpu_list != -1:
+        host = kvm.host
+        host.probe.report("list-corruption",
+                          f"BUG: list_add corruption: vcpu{vcpu.vcpu_id}'s cpu_list is still on CPU "
+                          f"{vcpu.cpu_list}'s associated_tdvcpus (list_add on CPU {cpu})",
+                          task=host.current.name, chain=callchain(), explained=False)
+    vcpu.cpu_list = cpu
+    return 0
+
+
+def kvm_arch_vcpu_load(vcpu: KvmVcpu) -> Gen:
+    """vcpu_load() -> kvm_arch_vcpu_load() on this task's CPU: the vendor load (tdx_vcpu_load()), then
+    vcpu->cpu = cpu."""
+    cpu = vcpu.kvm.host.current.cpu
+    yield from tdx_vcpu_load(vcpu, cpu)
+    vcpu.cpu = cpu
     return 0
 
 

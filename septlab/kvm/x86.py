@@ -11,6 +11,7 @@ from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING
 
 from ..host.locks import (
+    cond_resched,
     down_write,
     lockdep_assert_held,
     mutex_lock,
@@ -22,16 +23,28 @@ from ..host.locks import (
     write_unlock,
 )
 from ..host.memcache import KvmMmuMemoryCache, kvm_mmu_free_memory_cache, kvm_mmu_topup_memory_cache
+from ..host.mm import exit_mmap, get_user_pages_unlocked, put_page
+from ..host.page_alloc import USER, alloc_page, free_page
 from ..host.rcu import rcu_barrier
-from ..host.task import OP_RUN, OP_WAIT, Op
+from ..host.task import OP_RUN, OP_WAIT, Op, callchain
 from ..tdx_module import errno as E
 from ..virt import seamcall as S
 from ..virt.dpamt import tdx_free_pamt_cache
 from . import tdx as T
-from .guest_memfd import SHARED_PFN_BASE, kvm_gmem_get_pfn, kvm_gmem_release
-from .kvm_host import PT64_ROOT_MAX_LEVEL, TD_STATE_RUNNABLE, Kvm, KvmVcpu
+from .guest_memfd import kvm_gmem_get_pfn, kvm_gmem_release
+from .kvm_host import (
+    KVM_BUG_ON,
+    KVM_MEMSLOT_DELETED,
+    KVM_MEMSLOT_INVALID,
+    PT64_ROOT_MAX_LEVEL,
+    TD_STATE_RUNNABLE,
+    Kvm,
+    KvmVcpu,
+)
+from .kvm_main import mmu_notifier_unregister, srcu_read_lock, srcu_read_unlock
 from .spte import is_shadow_present_pte
 from .tdp_mmu import (
+    RET_PF_FIXED,
     RET_PF_RETRY,
     KvmPageFault,
     kvm_tdp_mmu_alloc_root,
@@ -46,6 +59,7 @@ if TYPE_CHECKING:
     pass
 
 Gen = Generator[Op, object, int]
+EFAULT = -14
 
 
 def kvm_vcpu_create(kvm: Kvm, vcpu_id: int) -> KvmVcpu:
@@ -98,26 +112,48 @@ def kvm_tdp_page_fault(vcpu: KvmVcpu, gfn: int, private: bool) -> Gen:
         if is_shadow_present_pte(spte):
             return 0
     yield from mmu_topup_memory_caches(vcpu)
+    # kvm_mmu_faultin_pfn(): snapshot mmu_invalidate_seq (smp_rmb) before looking up the pfn.
     fault = KvmPageFault(gfn, private, mmu_seq=kvm.mmu_invalidate_seq)
-    # kvm_mmu_faultin_pfn(): attributes must match, else exit to userspace (KVM_EXIT_MEMORY_FAULT).
+    if kvm.memslot == KVM_MEMSLOT_INVALID:  # "being deleted or moved": retry until it is gone
+        vcpu.invalid_slot_retries += 1
+        if vcpu.invalid_slot_retries > 1:
+            check_hung_srcu(kvm, f"vcpu{vcpu.vcpu_id}: re-faulting a KVM_MEMSLOT_INVALID slot in one KVM_RUN exit")
+        return RET_PF_RETRY
+    if kvm.memslot == KVM_MEMSLOT_DELETED:  # no memslot: KVM_EXIT_MEMORY_FAULT / MMIO, -EFAULT here
+        return EFAULT
+    # attributes must match, else exit to userspace (KVM_EXIT_MEMORY_FAULT).
     if private == (gfn in kvm.shared_gfns):
         return 0
-    fault.pfn = kvm_gmem_get_pfn(kvm, gfn) if private else SHARED_PFN_BASE + gfn
+    if private:
+        fault.pfn = kvm_gmem_get_pfn(kvm, gfn)
+    else:  # __kvm_faultin_pfn() -> hva_to_pfn(): GUP takes a page reference
+        pfn = yield from get_user_pages_unlocked(host, gfn)
+        if pfn < 0:
+            return pfn
+        fault.pfn = pfn
     yield from read_lock(host, kvm.mmu_lock)
     if kvm.ops.is_page_fault_stale(vcpu, fault):
         ret = RET_PF_RETRY
     else:
         ret = yield from kvm_tdp_mmu_map(vcpu, fault)
+    if not private:  # kvm_mmu_finish_page_fault() -> kvm_release_faultin_page(), still under mmu_lock
+        put_page(host, fault.pfn)
     read_unlock(host, kvm.mmu_lock)
     return ret
 
 
 def is_page_fault_stale(vcpu: KvmVcpu, fault: KvmPageFault) -> bool:
     """is_page_fault_stale(): obsolete root, or an invalidation raced with faultin (mmu_invalidate_retry_gfn)."""
-    kvm = vcpu.kvm
     root = vcpu.mirror_root if fault.is_private else vcpu.direct_root
-    return (root is None or root.invalid or bool(kvm.mmu_invalidate_in_progress)
-            or kvm.mmu_invalidate_seq != fault.mmu_seq)
+    return root is None or root.invalid or mmu_invalidate_retry_gfn(vcpu.kvm, fault.mmu_seq, fault.gfn)
+
+
+def mmu_invalidate_retry_gfn(kvm: Kvm, mmu_seq: int, gfn: int) -> bool:
+    """mmu_invalidate_retry_gfn() (kvm_host.h, mmu_lock held): an invalidation covering gfn is in
+    progress, or one completed since mmu_seq was read."""
+    if kvm.mmu_invalidate_in_progress and kvm.mmu_invalidate_range_start <= gfn < kvm.mmu_invalidate_range_end:
+        return True
+    return kvm.mmu_invalidate_seq != mmu_seq
 
 
 def tdx_vcpu_run(vcpu: KvmVcpu) -> Gen:
@@ -128,7 +164,8 @@ def tdx_vcpu_run(vcpu: KvmVcpu) -> Gen:
     IRQs off from the check to the entry, so tdh_do_no_vcpus()'s kick either sees the flag refuse the
     entry or waits for (and forces) the exit. A BUSY entry (zero-step S-EPT lock, TD epoch) is
     EXIT_FASTPATH_EXIT_HANDLED too: vcpu_run() re-enters. MODEL: the trips through vcpu_run() while
-    the flag is set (each entry refused) are one wait, before kvm_mmu_reload().
+    the flag is set (each entry refused) are one wait, before kvm_mmu_reload(). KVM_RUN's vcpu_load()
+    (and the preempt notifier's, after a migration) is made by vcpu_run() before every entry.
     """
     kvm = vcpu.kvm
     t = kvm.tdx
@@ -161,15 +198,38 @@ def tdx_vcpu_enter_exit(vcpu: KvmVcpu) -> Gen:
 
 
 def tdx_handle_ept_violation(vcpu: KvmVcpu, gfn: int, private: bool, max_retries: int) -> Gen:
-    """tdx_handle_ept_violation(): private faults retry locally (zero-step mitigation) until fixed,
-    the VM is dead, or a bound (MODEL: pending-signal/event exits are the bound)."""
+    """tdx_handle_ept_violation(): private faults retry locally (zero-step mitigation) until fixed, the
+    VM is dead, or the memslot is KVM_MEMSLOT_INVALID -- "this task needs to drop SRCU in order to let
+    memslot deletion complete" (6.18). MODEL: pending events/signals are the bound max_retries."""
+    kvm = vcpu.kvm
     for _ in range(max_retries):
         ret = yield from kvm_tdp_page_fault(vcpu, gfn, private)
-        if ret != RET_PF_RETRY or vcpu.kvm.bugged:
+        if ret != RET_PF_RETRY or kvm.bugged:
             return ret
         if not private:
             return ret  # shared faults re-enter the guest, which re-faults
+        if kvm.memslot == KVM_MEMSLOT_INVALID:
+            return ret
+        yield from cond_resched(kvm.host)
     return RET_PF_RETRY
+
+
+def check_hung_srcu(kvm: Kvm, spinning: str) -> None:
+    """check_hung_uninterruptible_tasks() (kernel/hung_task.c) for one case the model can decide: the
+    current task keeps re-faulting a KVM_MEMSLOT_INVALID slot inside one exit (nothing but an event or
+    a signal would end that) while it holds kvm->srcu and a synchronize_srcu() waits for it -- the
+    waiter can never finish. Reported as the hung-task detector does, naming the holder."""
+    me = kvm.host.current.name
+    if kvm.memslot != KVM_MEMSLOT_INVALID or me not in kvm.srcu_readers:
+        return
+    for waiter, waiting in kvm.srcu_waiting.items():
+        if me in waiting:
+            kvm.host.probe.report(
+                "hung-task", f"INFO: task {waiter} blocked for more than 120 seconds.",
+                task=waiter, blocked_in="synchronize_srcu_expedited(&kvm->srcu) <- kvm_swap_active_memslots <- "
+                "kvm_set_memslot(KVM_MR_DELETE)", holder=me, holder_in=spinning,
+                why=f"{me} never leaves its kvm->srcu read-side section while the memslot is KVM_MEMSLOT_INVALID",
+                chain=callchain())
 
 
 def vcpu_run(kvm: Kvm, vcpu: KvmVcpu, accesses: Iterable[tuple[int, bool]], max_retries: int = 8) -> Gen:
@@ -178,13 +238,26 @@ def vcpu_run(kvm: Kvm, vcpu: KvmVcpu, accesses: Iterable[tuple[int, bool]], max_
     yield Op(OP_WAIT, lambda: kvm.tdx.state == TD_STATE_RUNNABLE or kvm.bugged or kvm.setup_failed,
              "wait for TD_STATE_RUNNABLE")
     yield from mutex_lock(kvm.host, vcpu.mutex)
+    srcu_read_lock(kvm)  # vcpu_run(): kvm_vcpu_srcu_read_lock()
     for gfn, private in accesses:
         if kvm.bugged or kvm.setup_failed:
             break
         vcpu.guest_access = (gfn, private)
-        yield from kvm.ops.tdx_vcpu_run(vcpu)
-        yield from tdx_handle_ept_violation(vcpu, gfn, private, max_retries)
+        while True:
+            srcu_read_unlock(kvm)  # vcpu_enter_guest(): SRCU is dropped around the guest
+            yield from T.kvm_arch_vcpu_load(vcpu)  # vcpu_load() / kvm_sched_in() on this CPU
+            yield from kvm.ops.tdx_vcpu_run(vcpu)
+            srcu_read_lock(kvm)
+            vcpu.invalid_slot_retries = 0
+            ret = yield from tdx_handle_ept_violation(vcpu, gfn, private, max_retries)
+            if ret != RET_PF_RETRY or kvm.memslot != KVM_MEMSLOT_INVALID or kvm.bugged:
+                break
+            # MODEL: the guest re-faults until the deletion completes; its SRCU-free trips are one wait.
+            srcu_read_unlock(kvm)
+            yield Op(OP_WAIT, lambda: kvm.memslot != KVM_MEMSLOT_INVALID, f"vcpu{vcpu.vcpu_id}: memslot being deleted")
+            srcu_read_lock(kvm)
         vcpu.accesses_done += 1
+    srcu_read_unlock(kvm)
     mutex_unlock(kvm.host, vcpu.mutex)
     kvm.users -= 1  # vCPU fd closed
     return 0
@@ -203,16 +276,29 @@ def _tdx_build_td(kvm: Kvm, image: Iterable[int]) -> Gen:
     """Userspace building a TD: KVM_CREATE_VM + KVM_TDX_INIT_VM, KVM_TDX_INIT_VCPU of the boot vCPU,
     KVM_TDX_INIT_MEM_REGION with it, KVM_TDX_INIT_VCPU of the other vCPUs (while any pre-finalize
     hole punch of the scenario runs), then KVM_TDX_FINALIZE_VM (retried on -EBUSY, as userspace does).
-    MODEL: the ioctls come from one thread, in this order; a dead VM refuses the rest (-EIO)."""
+    KVM_CREATE_VCPU (kvm_arch_vcpu_create()'s vcpu_load(): the vCPU joins this CPU's
+    associated_tdvcpus) follows KVM_TDX_INIT_VM. The image is copied from pages userspace allocates
+    before KVM_TDX_INIT_MEM_REGION and frees after it; an image item is a gfn or (gfn, measure).
+    MODEL: the ioctls come from one thread, in this order; a dead VM refuses the rest (-EIO); the
+    vCPU ioctls' own vcpu_load() calls are no-ops (same CPU as KVM_CREATE_VCPU's)."""
+    host = kvm.host
     if (yield from T.tdx_vm_state_guard(kvm, T.__tdx_td_init, kvm)):
         return -5
+    for vcpu in kvm.vcpus:
+        yield from T.kvm_arch_vcpu_load(vcpu)
     boot = kvm.vcpus[0]
     if (yield from T.tdx_vm_state_guard(kvm, kvm.ops.tdx_vcpu_init, boot)):
         return -5
     if image:
-        kvm.host.current.vcpu = boot
-        yield from T.tdx_vm_state_guard(kvm, tdx_vcpu_init_mem_region, boot, image)
-        kvm.host.current.vcpu = None
+        region = [(g, True) if isinstance(g, int) else (g[0], bool(g[1])) for g in image]
+        srcs = [alloc_page(host, USER) for _ in region]
+        host.current.vcpu = boot
+        ret = yield from T.tdx_vm_state_guard(kvm, tdx_vcpu_init_mem_region, boot, region, srcs)
+        host.current.vcpu = None
+        for src in srcs:
+            free_page(host, src)
+        if ret:
+            return ret
     kvm.populated = True
     for vcpu in kvm.vcpus[1:]:
         if kvm.bugged or (yield from T.tdx_vm_state_guard(kvm, kvm.ops.tdx_vcpu_init, vcpu)):
@@ -226,20 +312,69 @@ def _tdx_build_td(kvm: Kvm, image: Iterable[int]) -> Gen:
     return -5
 
 
-def tdx_vcpu_init_mem_region(vcpu: KvmVcpu, image: list[int]) -> Gen:
+def tdx_vcpu_init_mem_region(vcpu: KvmVcpu, region: list[tuple[int, bool]], srcs: list[int]) -> Gen:
     """tdx_vcpu_init_mem_region() (KVM_TDX_INIT_MEM_REGION, under tdx_vm_state_guard): per page,
-    kvm_gmem_populate() asserts slots_lock, takes the guest_memfd invalidate lock and calls
-    tdx_gmem_post_populate() -> kvm_tdp_mmu_map_private_pfn(): PAGE.ADD under read mmu_lock (b.2).
-    MODEL: the mapping goes through the generic fault path (D12)."""
+    kvm_gmem_populate() asserts slots_lock, takes the guest_memfd invalidate lock, gets the folio and
+    calls tdx_gmem_post_populate() with the userspace source page (b.2). MODEL: kvm_gmem_populate() is
+    inlined; a gfn whose attributes are shared fails it (-EINVAL)."""
     kvm = vcpu.kvm
     host = kvm.host
-    for gfn in image:
+    if not T.is_hkid_assigned(kvm.tdx) or kvm.tdx.state == TD_STATE_RUNNABLE:
+        return -22
+    for (gfn, measure), src in zip(region, srcs, strict=True):
         lockdep_assert_held(host, kvm.slots_lock)
         yield from down_write(host, kvm.gmem_invalidate_lock)  # filemap_invalidate_lock()
-        yield from kvm_mmu_load(vcpu)
-        yield from tdx_handle_ept_violation(vcpu, gfn, True, 4)
+        if gfn in kvm.shared_gfns:
+            ret = -22
+        else:
+            ret = yield from tdx_gmem_post_populate(kvm, vcpu, gfn, kvm_gmem_get_pfn(kvm, gfn), src, measure)
         up_write(host, kvm.gmem_invalidate_lock)
+        if ret:
+            return ret
     return 0
+
+
+def tdx_gmem_post_populate(kvm: Kvm, vcpu: KvmVcpu, gfn: int, pfn: int, src: int, measure: bool) -> Gen:
+    """tdx_gmem_post_populate(): page_add_src = src around kvm_tdp_mmu_map_private_pfn() (whose leaf is
+    PAGE.ADD, inside mmu_lock), then with KVM_TDX_MEASURE_MEMORY_REGION TDH.MR.EXTEND per 256-byte
+    chunk, any failure a TDX_BUG_ON (ad44aa4c5d3f)."""
+    host = kvm.host
+    t = kvm.tdx
+    if KVM_BUG_ON(t.page_add_src >= 0, kvm, "tdx_gmem_post_populate", "kvm_tdx->page_add_src"):
+        return T.EIO
+    t.page_add_src = src
+    ret = yield from kvm_tdp_mmu_map_private_pfn(vcpu, gfn, pfn)
+    t.page_add_src = -1
+    if ret or not measure:
+        return ret
+    for chunk in range(4096 // S.TDX_EXTENDMR_CHUNKSIZE):  # PAGE_SIZE
+        err = yield from S.tdh_mr_extend(host, t.tdr, gfn, chunk)
+        if T.TDX_BUG_ON(err, E.TDH_MR_EXTEND, kvm, host, gfn=gfn, pfn=pfn):
+            return T.EIO
+    return 0
+
+
+def kvm_tdp_mmu_map_private_pfn(vcpu: KvmVcpu, gfn: int, pfn: int) -> Gen:
+    """kvm_tdp_mmu_map_private_pfn() (mmu.c): map a guest_memfd pfn at gfn for populate: slots_lock and
+    the invalidate lock held, kvm_mmu_reload(), then kvm_tdp_mmu_map() under read mmu_lock until it is
+    not RET_PF_RETRY or the VM is dead (no mmu_seq check). MODEL: the caches are topped up before
+    every attempt, and a pending signal (-EINTR) ends the loop after 16 attempts."""
+    kvm = vcpu.kvm
+    host = kvm.host
+    lockdep_assert_held(host, kvm.slots_lock)
+    lockdep_assert_held(host, kvm.gmem_invalidate_lock)  # kvm_assert_gmem_invalidate_lock_held()
+    yield from kvm_mmu_load(vcpu)
+    for _ in range(16):
+        if kvm.bugged:  # kvm_test_request(KVM_REQ_VM_DEAD)
+            return T.EIO
+        yield from mmu_topup_memory_caches(vcpu)
+        fault = KvmPageFault(gfn, True, pfn=pfn, mmu_seq=kvm.mmu_invalidate_seq)
+        yield from read_lock(host, kvm.mmu_lock)
+        r = yield from kvm_tdp_mmu_map(vcpu, fault)
+        read_unlock(host, kvm.mmu_lock)
+        if r != RET_PF_RETRY:
+            return 0 if r == RET_PF_FIXED else T.EIO
+    return -4
 
 
 def kvm_mmu_destroy(vcpu: KvmVcpu) -> Gen:
@@ -285,13 +420,17 @@ def kvm_arch_destroy_vm(kvm: Kvm) -> Gen:
 def kvm_destroy_vm(kvm: Kvm) -> Gen:
     """kvm_destroy_vm(): runs once every vCPU fd and guest_memfd file dropped its reference."""
     yield from T.tdx_mmu_release_hkid(kvm)  # kvm_arch_pre_destroy_vm() -> vt_vm_pre_destroy()
+    yield from mmu_notifier_unregister(kvm)
     yield from kvm.ops.kvm_arch_destroy_vm(kvm)
     return 0
 
 
 def vm_teardown(kvm: Kvm, gmem_users: int) -> Gen:
-    """Userspace closes guest_memfd once the vCPUs are done, then the last kvm_put_kvm() destroys."""
+    """The VMM exits once the vCPUs are done: exit_mmap() (do_exit() -> exit_mm(), mmu notifier
+    ->release first), then its files close (exit_files()): guest_memfd, and the last kvm_put_kvm()
+    destroys the VM."""
     yield Op(OP_WAIT, lambda: kvm.users <= gmem_users, "wait for vCPU fds to close")
+    yield from exit_mmap(kvm.host)
     yield from kvm_gmem_release(kvm)
     yield Op(OP_WAIT, lambda: kvm.users <= 0, "kvm_put_kvm()")
     yield from kvm.ops.kvm_destroy_vm(kvm)
@@ -299,8 +438,9 @@ def vm_teardown(kvm: Kvm, gmem_users: int) -> Gen:
 
 
 def kvm_set_memory_region(kvm: Kvm) -> Gen:
-    """KVM_SET_USER_MEMORY_REGION2 under kvm->slots_lock (kvm_vm_ioctl_set_memory_region()). MODEL: only
-    its flush, kvm_arch_flush_shadow_memslot() -> kvm_mmu_zap_all_fast() (D7)."""
+    """A memslot update under kvm->slots_lock that wraps the MMIO generation: kvm_mmu_invalidate_mmio_sptes()
+    -> kvm_mmu_zap_all_fast(), the only fast zap a TD gets (its memslot deletions zap leaves:
+    kvm_main.kvm_vm_ioctl_set_memory_region)."""
     host = kvm.host
     yield from mutex_lock(host, kvm.slots_lock)
     yield from kvm_mmu_zap_all_fast(kvm)
@@ -309,7 +449,7 @@ def kvm_set_memory_region(kvm: Kvm) -> Gen:
 
 
 def kvm_mmu_zap_all_fast(kvm: Kvm) -> Gen:
-    """kvm_mmu_zap_all_fast() (memslot update): invalidate direct roots only, zap them under read lock."""
+    """kvm_mmu_zap_all_fast() (MMIO generation wrap): invalidate direct roots only, zap them under read lock."""
     host = kvm.host
     lockdep_assert_held(host, kvm.slots_lock)
     yield from write_lock(host, kvm.mmu_lock)

@@ -67,13 +67,20 @@ COUNT = {"oneOf": [{"type": "integer", "minimum": 1, "maximum": GFN_SPACE},
 GFN = {"type": "integer", "minimum": 0, "maximum": GFN_SPACE - 1}
 VCPU_ID = {"type": "integer", "minimum": 0, "maximum": 63}
 RANGE = {"type": "object", "additionalProperties": False, "required": ["gfn"], "properties": {"gfn": GFN, "count": COUNT}}
+# KVM_TDX_INIT_MEM_REGION ranges; measure: KVM_TDX_MEASURE_MEMORY_REGION (TDH.MR.EXTEND), default true
+IMAGE = {"type": "object", "additionalProperties": False, "required": ["gfn"],
+         "properties": {"gfn": GFN, "count": COUNT, "measure": {"type": "boolean"}}}
 ACCESS = {"type": "object", "additionalProperties": False, "required": ["gfn"],
           "properties": {"gfn": GFN, "count": COUNT, "shared": {"type": "boolean"}}}
 AFTER = {"type": "object", "additionalProperties": False, "required": ["vcpu", "accesses"],
          "properties": {"vcpu": VCPU_ID, "accesses": {"type": "integer", "minimum": 1, "maximum": MAX_STEPS}}}
 # Exactly one key. (A oneOf of three schemas said the same, at three times the validation cost per op.)
 OP = {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
-      "properties": {"convert_to_shared": RANGE, "after": AFTER, "zap_all_fast": {"const": True}}}
+      "properties": {"convert_to_shared": RANGE, "after": AFTER, "zap_all_fast": {"const": True},
+                     # host userspace on its shared memory (mm notifiers) and on its memslot
+                     "munmap": RANGE, "madvise_dontneed": RANGE, "migrate": RANGE, "age": RANGE,
+                     "memslot_recreate": {"const": True}}}
+RANGE_OPS = ("convert_to_shared", "munmap", "madvise_dontneed", "migrate", "age")
 THREAD = {
     "type": "object", "required": ["kind"],
     "properties": {"kind": {"enum": ["vcpu", "zapper"]}},
@@ -103,7 +110,9 @@ PROPERTIES: dict[str, Any] = {
     "max_retries": {"type": "integer", "minimum": 1, "maximum": MAX_RETRIES},
     "max_faults": {"type": "integer", "minimum": 0, "maximum": MAX_FAULTS,
                    "description": "at most this many injected failures per run"},
-    "image": {"type": "array", "maxItems": MAX_ITEMS, "items": RANGE},
+    "image": {"type": "array", "maxItems": MAX_ITEMS, "items": IMAGE},
+    "shared": {"type": "array", "maxItems": MAX_ITEMS, "items": RANGE,
+               "description": "gfns userspace makes shared (KVM_SET_MEMORY_ATTRIBUTES) before the TD runs"},
     "faults": {"type": "object", "propertyNames": {"enum": sorted(E.LEAF_BY_NAME)},
                "additionalProperties": {"type": "array", "minItems": 1, "maxItems": len(E.ERROR_BY_NAME),
                                         "items": {"enum": sorted(E.ERROR_BY_NAME)}}},
@@ -160,6 +169,11 @@ class Scenario:
     def count(self, c: Any) -> int:
         """An access count: an int, a size ("2MiB" = 512 pages) or "memory" (the TD's memory size)."""
         return count_pages(c, self.memory_pages)
+
+    @property
+    def gfn_end(self) -> int:
+        """One past the last gfn the scenario's memslot must cover: its memory, or every range it names."""
+        return max([self.memory_pages] + [item["gfn"] + self.count(item.get("count")) for _, item in _ranges(self.data)])
 
 
 def count_pages(c: Any, memory_pages: int) -> int:
@@ -534,12 +548,15 @@ def _ranges(cfg: dict[str, Any]) -> Iterator[tuple[list[Any], dict[str, Any]]]:
     """(path, {gfn, count}) for every gfn range of a (schema-valid) configuration: image, accesses, conversions."""
     for i, item in enumerate(cfg.get("image") or []):
         yield ["image", i], item
+    for i, item in enumerate(cfg.get("shared") or []):
+        yield ["shared", i], item
     for i, t in enumerate(cfg.get("threads") or []):
         for j, a in enumerate(t.get("access") or []):
             yield ["threads", i, "access", j], a
         for j, op in enumerate(t.get("ops") or []):
-            if "convert_to_shared" in op:
-                yield ["threads", i, "ops", j, "convert_to_shared"], op["convert_to_shared"]
+            for name in RANGE_OPS:
+                if name in op:
+                    yield ["threads", i, "ops", j, name], op[name]
 
 
 def _check_values(cfg: dict[str, Any], prefix: list[Any], src: _Source) -> None:
@@ -597,11 +614,11 @@ def _check_config(data: dict[str, Any], src: _Source) -> tuple[int, int]:
             if not memory_pages:
                 raise ScenarioError(f"{src.at([*path, 'count'])}: count memory, but the scenario sets no memory")
             _check_range(item, memory_pages, path, src)
-        if path[0] == "image" or "ops" in path:
-            kind = "image" if path[0] == "image" else "ops"
+        if path[0] in ("image", "shared") or "ops" in path:
+            kind = "image" if path[0] in ("image", "shared") else "ops"
             materialised[kind] += count_pages(item.get("count"), memory_pages)
             if materialised[kind] > MAX_MATERIALISED:
-                what = "the image" if kind == "image" else "conversions to shared"
+                what = "the image" if kind == "image" else "the host operations' ranges"
                 raise ScenarioError(f"{src.at(path)}: {what} would cover more than {MAX_MATERIALISED} pages "
                                     "(the model builds them as sets of gfns)")
     return vcpus, memory_pages

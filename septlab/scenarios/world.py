@@ -13,12 +13,14 @@ from typing import Any
 
 from ..explore.runtime import Thread
 from ..host.host import Host
+from ..host.mm import do_vmi_munmap, folio_referenced, migrate_pages, mmu_notifier_register, zap_page_range_single
 from ..host.probe import Probe
 from ..host.rcu import rcu_core
 from ..host.task import OP_WAIT, Op, Task
 from ..kernel import activate
 from ..kvm.guest_memfd import kvm_gmem_convert_to_shared
 from ..kvm.kvm_host import TD_STATE_RUNNABLE, Kvm
+from ..kvm.kvm_main import KvmMmuNotifier, kvm_vm_ioctl_set_memory_region
 from ..kvm.x86 import kvm_create_td, kvm_set_memory_region, kvm_vcpu_create, vcpu_run, vm_teardown
 from ..tdx_module.module import TdxModule
 from ..variants import Variant
@@ -60,16 +62,43 @@ def zapper_run(kvm: Kvm, scn: Scenario, ops: list[dict[str, Any]],
             vcpu = kvm.vcpus[op["after"]["vcpu"]]
             n = op["after"]["accesses"]
             yield Op(OP_WAIT, lambda v=vcpu, n=n: v.accesses_done >= n or kvm.bugged or kvm.setup_failed, f"after vcpu{vcpu.vcpu_id} access #{n}")
-        elif "convert_to_shared" in op:
-            c = op["convert_to_shared"]
-            g = c["gfn"]
-            yield from kvm_gmem_convert_to_shared(kvm, g, g + scn.count(c.get("count")))
+        elif "zap_all_fast" in op:
+            yield from kvm_set_memory_region(kvm)  # an MMIO-generation wrap: kvm_mmu_zap_all_fast()
+        elif "memslot_recreate" in op:
+            yield from kvm_vm_ioctl_set_memory_region(kvm, 0, scn.gfn_end)
         else:
-            yield from kvm_set_memory_region(kvm)  # a memslot update: kvm_mmu_zap_all_fast() (D7)
+            (name, r), = op.items()
+            g = r["gfn"]
+            yield from USERSPACE_OPS[name](kvm, g, g + scn.count(r.get("count")))
     if before_finalize:
         kvm.setup_zappers -= 1
     kvm.users -= 1
     return 0
+
+
+def ioctl_set_memory_attributes_shared(kvm: Kvm, start: int, end: int) -> Generator[Op, object, Any]:
+    return (yield from kvm_gmem_convert_to_shared(kvm, start, end))
+
+
+def sys_munmap(kvm: Kvm, start: int, end: int) -> Generator[Op, object, Any]:
+    return (yield from do_vmi_munmap(kvm.host, start, end))
+
+
+def sys_madvise_dontneed(kvm: Kvm, start: int, end: int) -> Generator[Op, object, Any]:
+    return (yield from zap_page_range_single(kvm.host, start, end))
+
+
+def sys_move_pages(kvm: Kvm, start: int, end: int) -> Generator[Op, object, Any]:
+    return (yield from migrate_pages(kvm.host, start, end))
+
+
+def kswapd_aging(kvm: Kvm, start: int, end: int) -> Generator[Op, object, Any]:
+    return (yield from folio_referenced(kvm.host, start, end))
+
+
+# Scenario ops on a gfn range: the host-userspace call each one is.
+USERSPACE_OPS = {"convert_to_shared": ioctl_set_memory_attributes_shared, "munmap": sys_munmap,
+                 "madvise_dontneed": sys_madvise_dontneed, "migrate": sys_move_pages, "age": kswapd_aging}
 
 
 def build_world(scn: Scenario, variant: Variant, dpamt: bool, probe: Probe | None = None,
@@ -81,9 +110,13 @@ def build_world(scn: Scenario, variant: Variant, dpamt: bool, probe: Probe | Non
     host.patches = variant.patches()  # kernel functions the variant replaces outside the hook table
     activate(host.patches)
     kvm = Kvm(host, variant.build_ops(), cache_capacity=scn.cache_capacity)
+    mmu_notifier_register(host.mm, KvmMmuNotifier(kvm))  # KVM_CREATE_VM: kvm_init_mmu_notifier()
+    for item in scn.data.get("shared", []):  # KVM_SET_MEMORY_ATTRIBUTES(shared) before the TD runs
+        kvm.shared_gfns.update(range(item["gfn"], item["gfn"] + scn.count(item.get("count"))))
     for i in range(scn.vcpus):
         kvm_vcpu_create(kvm, i)
-    image = [g for item in scn.data.get("image", []) for g in range(item["gfn"], item["gfn"] + scn.count(item.get("count")))]
+    image = [(g, item.get("measure", True)) for item in scn.data.get("image", [])
+             for g in range(item["gfn"], item["gfn"] + scn.count(item.get("count")))]
     threads = [Thread(Task("setup", "setup"), kvm_create_td(kvm, image))]
     zappers = 0
     for spec in scn.data["threads"]:

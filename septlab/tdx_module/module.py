@@ -3,7 +3,8 @@
 Each method models src/vmm_dispatcher/api_calls/<leaf>.c of TDX module 1.5 at the granularity KVM can
 observe: it checks the preconditions docs/facts.md c.3 lists and either returns an error with no side
 effect, or applies the whole effect and returns TDX_SUCCESS. MODEL: one package, one HKID per TD, no
-TD_FATAL, no migration states.
+TD_FATAL, no migration states. `septlab conformance` (septlab/conformance/) checks the leaves against
+the module's own tables and lists where this model differs on purpose (docs/fidelity.md, Conformance).
 
 Locks (docs/facts.md c.3, td.py). The module never waits: each lock is a try-lock, and a SEAMCALL that
 cannot take one returns TDX_OPERAND_BUSY with the operand id of what was busy in the low bits
@@ -58,7 +59,6 @@ from .sept import (
     BLOCK_OF,
     BLOCKED_STATES,
     LEAF_PRESENT,
-    NONLEAF_PRESENT,
     PG_LEVEL_4K,
     ROOT_LEVEL,
     SEPT_FREE,
@@ -128,6 +128,12 @@ class TdxModule:
         return E.TDX_SUCCESS
 
     @staticmethod
+    def _op_state_in(td: Td, *allowed: int) -> int:
+        """check_state_map_tdcs_and_lock()'s op-state check (include/auto_gen/op_state_lookup.c
+        seamcall_state_lookup) for a leaf whose row allows only `allowed` of the modelled op-states."""
+        return E.TDX_SUCCESS if td.op_state in allowed else E.TDX_OP_STATE_INCORRECT
+
+    @staticmethod
     def _sept_busy(td: Td, ex: bool) -> int:
         """Try the S-EPT tree lock (lock_sept_check_and_walk_private_gpa(); operand OPERAND_ID_SEPT_TREE)."""
         if td.sept_lock < 0 or (ex and td.sept_lock):
@@ -136,8 +142,9 @@ class TdxModule:
 
     @staticmethod
     def _walk_ok(td: Td, gfn: int, level: int) -> bool:
-        """The walk to `level` succeeds iff the entry one level up is a present non-leaf."""
-        return level >= ROOT_LEVEL or td.sept_state.get(entry_key(level + 1, gfn), SEPT_FREE) in NONLEAF_PRESENT
+        """The walk to `level` succeeds iff the entry one level up is NL_MAPPED: secure_ept_walk() stops at
+        a leaf or at an entry with RWX clear, and RANGE.BLOCK clears RWX of a non-leaf (NL_BLOCKED)."""
+        return level >= ROOT_LEVEL or td.sept_state.get(entry_key(level + 1, gfn), SEPT_FREE) == SEPT_NL_MAPPED
 
     @staticmethod
     def _is_tracked(td: Td, bepoch: int) -> bool:
@@ -171,7 +178,9 @@ class TdxModule:
         return E.TDX_SUCCESS
 
     def tdh_mng_addcx(self, tdr: int, page: int) -> int:
-        """TDH.MNG.ADDCX: add a TDCS page (PT_TDCX, child count +1); TDR exclusive."""
+        """TDH.MNG.ADDCX: add a TDCS page (PT_TDCX, child count +1); TDR exclusive. MODEL: no op-state
+        check (the module refuses a page beyond the TDCS minimum after MNG.INIT: conformance
+        simplification mng-addcx-after-init)."""
         td = self._td(tdr)
         err = self._sept_ready(td, ex=True) or self._gift_check(page)
         if err:
@@ -192,7 +201,8 @@ class TdxModule:
         return E.TDX_SUCCESS
 
     def tdh_vp_create(self, tdr: int, tdvpr: int) -> int:
-        """TDH.VP.CREATE: TDVPR page becomes PT_TDVPR owned by the TD."""
+        """TDH.VP.CREATE: TDVPR page becomes PT_TDVPR owned by the TD. MODEL: also accepted after
+        MR.FINALIZE, which the module refuses (conformance simplification vcpu-setup-after-finalize)."""
         td = self._td(tdr)
         err = self._sept_ready(td, initialized=True) or self._gift_check(tdvpr)
         if err:
@@ -204,10 +214,12 @@ class TdxModule:
         return E.TDX_SUCCESS
 
     def tdh_vp_addcx(self, tdvpr: int, page: int) -> int:
-        """TDH.VP.ADDCX: add a TDCX page to a vCPU (implicit TDR, shared)."""
+        """TDH.VP.ADDCX: add a TDCX page to a vCPU (implicit TDR, shared; op_state past MNG.INIT, as
+        check_state_map_tdcs_and_lock() demands. MODEL: also after MR.FINALIZE, which the module refuses:
+        conformance simplification vcpu-setup-after-finalize)."""
         tdr = self.tdvpr_to_tdr.get(tdvpr)
         td = self._td(tdr) if tdr is not None else None
-        err = self._sept_ready(td, tdr_op=E.TDX_OPERAND_ID_TDR) or self._gift_check(page)
+        err = self._sept_ready(td, initialized=True, tdr_op=E.TDX_OPERAND_ID_TDR) or self._gift_check(page)
         if err:
             return err
         self.pamt.assign(page, PT_TDCX, tdr)
@@ -216,7 +228,8 @@ class TdxModule:
 
     def tdh_vp_init_begin(self, tdvpr: int) -> int:
         """TDH.VP.INIT, acquire half: checks, then the TDR exclusively (implicit TDR [TDR]; MODEL:
-        the version-1 leaf, see the module docstring) for as long as it initialises the TDVPS."""
+        the version-1 leaf, see the module docstring) for as long as it initialises the TDVPS. MODEL:
+        also accepted after MR.FINALIZE (conformance simplification vcpu-setup-after-finalize)."""
         tdr = self.tdvpr_to_tdr.get(tdvpr)
         td = self._td(tdr) if tdr is not None else None
         err = self._sept_ready(td, initialized=True, tdr_op=E.TDX_OPERAND_ID_TDR, ex=True)
@@ -271,7 +284,8 @@ class TdxModule:
         stepping filter (td_entry_stepping_filter(): S-EPT tree exclusive [SEPT]). On BUSY the epoch
         reference is reverted (revert_tlb_tracking_state()): no side effect."""
         td = self._td(self.tdvpr_to_tdr.get(tdvpr, -1))
-        err = self._sept_ready(td, initialized=True, tdr_op=E.TDX_OPERAND_ID_TDR)
+        err = self._sept_ready(td, initialized=True, tdr_op=E.TDX_OPERAND_ID_TDR) \
+            or self._op_state_in(td, OP_STATE_RUNNABLE)
         if err:
             return err
         vp = td.vcpus[tdvpr]
@@ -451,13 +465,16 @@ class TdxModule:
 
     # --- teardown ------------------------------------------------------------------------------------
     def tdh_vp_flush(self, tdvpr: int) -> int:
-        """TDH.VP.FLUSH: flush a vCPU's TLB/cache state and disassociate it from its CPU."""
+        """TDH.VP.FLUSH: flush a vCPU's TLB/cache state and disassociate it from its CPU (lifecycle
+        TD_KEYS_CONFIGURED first, as tdh_vp_flush.c checks it before the association)."""
         tdr = self.tdvpr_to_tdr.get(tdvpr)
         if tdr is None:
             return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_RCX
         td = self.tds[tdr]
         if td.tdr_lock < 0:
             return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_TDR
+        if td.lifecycle != TD_KEYS_CONFIGURED:
+            return E.TDX_TD_KEYS_NOT_CONFIGURED
         vp = td.vcpus[tdvpr]
         if not vp.associated:
             return E.TDX_VCPU_NOT_ASSOCIATED
@@ -554,3 +571,68 @@ class TdxModule:
         for p in pages:
             del self.pamt.ptype[p]
         return E.TDX_SUCCESS, pages
+
+    # --- measurement and vCPU association (TDH.MR.EXTEND, associate_vcpu()) ---------------------------
+    def tdh_mr_extend(self, tdr: int, gfn: int, chunk: int) -> int:
+        """TDH.MR.EXTEND: extend MRTD with 256-byte chunk `chunk` of the PAGE.ADDed page at gfn (TDR
+        exclusive [RDX], op_state INITIALIZED, the walk to a MAPPED 4K leaf). MODEL: the digest itself is
+        not kept; a chunk outside the page is TDX_OPERAND_INVALID (the 256-byte alignment check)."""
+        td = self._td(tdr)
+        err = self._sept_ready(td, initialized=True, ex=True)
+        if err:
+            return err
+        if td.op_state != OP_STATE_INITIALIZED:  # seamcall_state_lookup[16]: INITIALIZED only
+            return E.TDX_OP_STATE_INCORRECT
+        if not 0 <= chunk < 16:
+            return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_RCX
+        if not self._walk_ok(td, gfn, PG_LEVEL_4K):
+            return TDX_EPT_ENTRY_NOT_PRESENT | E.TDX_OPERAND_ID_RCX
+        if td.sept_state.get(entry_key(PG_LEVEL_4K, gfn), SEPT_FREE) != SEPT_MAPPED:  # sept_state_lookup[16]
+            return TDX_EPT_ENTRY_NOT_PRESENT
+        return E.TDX_SUCCESS
+
+    def associate_vcpu_initial(self, tdvpr: int, lp: int) -> None:
+        """associate_vcpu_initial() at the end of TDH.VP.INIT: the vCPU is associated with this LP."""
+        td = self.tds[self.tdvpr_to_tdr[tdvpr]]
+        td.vcpus[tdvpr].assoc_lpid = lp
+
+    def tdh_vp_enter_begin_on(self, tdvpr: int, lp: int) -> int:
+        """TDH.VP.ENTER on logical processor `lp`: after the TDR and TD-state checks,
+        check_and_associate_vcpu() (a vCPU associated with another LP: TDX_VCPU_ASSOCIATED, no side
+        effect), then tdh_vp_enter_begin(). The association stays even if the entry is then BUSY."""
+        td = self._td(self.tdvpr_to_tdr.get(tdvpr, -1))
+        err = self._sept_ready(td, initialized=True, tdr_op=E.TDX_OPERAND_ID_TDR)
+        if err:
+            return err
+        vp = td.vcpus[tdvpr]
+        if vp.initialized and vp.assoc_lpid not in (-1, lp):
+            return TDX_VCPU_ASSOCIATED
+        err = self.tdh_vp_enter_begin(tdvpr)
+        if vp.initialized and (not err or E.tdx_operand_busy(err)):
+            vp.assoc_lpid = lp
+            vp.associated = True
+        return err
+
+    def tdh_vp_flush_on(self, tdvpr: int, lp: int) -> int:
+        """TDH.VP.FLUSH on logical processor `lp` (tdh_vp_flush.c): TDVPR, implicit TDR shared [TDR],
+        lifecycle TD_KEYS_CONFIGURED, then the vCPU must be associated with this very LP
+        (TDX_VCPU_NOT_ASSOCIATED otherwise); success disassociates it."""
+        tdr = self.tdvpr_to_tdr.get(tdvpr)
+        if tdr is None:
+            return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_RCX
+        td = self.tds[tdr]
+        if td.tdr_lock < 0:
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_TDR
+        if td.lifecycle != TD_KEYS_CONFIGURED:
+            return E.TDX_TD_KEYS_NOT_CONFIGURED
+        vp = td.vcpus[tdvpr]
+        if not vp.associated or vp.assoc_lpid != lp:
+            return E.TDX_VCPU_NOT_ASSOCIATED
+        vp.associated = False
+        vp.assoc_lpid = -1
+        return E.TDX_SUCCESS
+
+
+# Module completion statuses the kernel header lacks (defined with the others in errno.py).
+TDX_VCPU_ASSOCIATED = E.TDX_VCPU_ASSOCIATED
+TDX_EPT_ENTRY_NOT_PRESENT = E.TDX_EPT_ENTRY_NOT_PRESENT

@@ -41,6 +41,9 @@ class TdVcpu:
     # last_epf_gpa_list non-empty: the last TD exit was an EPT violation on a private GPA, so the next
     # TDH.VP.ENTER runs the zero-step stepping filter (MODEL: STEPPING_EPF_THRESHOLD taken as 1)
     epf_stepping: bool = False
+    # tdvps.management.assoc_lpid: the logical processor the vCPU is associated with (-1: none);
+    # associate_vcpu() refuses another LP (TDX_VCPU_ASSOCIATED), TDH.VP.FLUSH must run on this one
+    assoc_lpid: int = -1
 
 
 @dataclass(slots=True)

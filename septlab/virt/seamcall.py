@@ -100,6 +100,7 @@ def tdh_vp_init(host: "Host", tdvpr: int) -> Gen:
     if not err:
         yield _in_module(E.TDH_VP_INIT, ("vp", tdvpr), "the TDR exclusively")
         host.seam.tdh_vp_init_end(tdvpr)
+        host.seam.associate_vcpu_initial(tdvpr, host.current.cpu)
     return _done(host, E.TDH_VP_INIT, None, (), err)
 
 
@@ -121,10 +122,23 @@ def tdh_mem_sept_add(host: "Host", tdr: int, gfn: int, level: int, page: int) ->
     return _done(host, E.TDH_MEM_SEPT_ADD, inj, (page,), inj or host.seam.tdh_mem_sept_add(tdr, gfn, level, page))
 
 
-def tdh_mem_page_add(host: "Host", tdr: int, gfn: int, level: int, page: int) -> Gen:
-    """tdh_mem_page_add(): TDH.MEM.PAGE.ADD (initial image, before finalize)."""
+def tdh_mem_page_add(host: "Host", tdr: int, gfn: int, level: int, page: int, source: int = -1) -> Gen:
+    """tdh_mem_page_add(): TDH.MEM.PAGE.ADD (initial image, before finalize), copying `source`.
+
+    MODEL: the module reads the source page (host memory, shared KeyID) but the model does not check
+    it; it is among the pages the SEAMCALL touches, so a freed source is a use-after-free."""
     inj = yield from _seamcall(host, E.TDH_MEM_PAGE_ADD, ("sept", tdr, level, gfn))
-    return _done(host, E.TDH_MEM_PAGE_ADD, inj, (page,), inj or host.seam.tdh_mem_page_add(tdr, gfn, level, page))
+    pages = (page,) if source < 0 else (page, source)
+    return _done(host, E.TDH_MEM_PAGE_ADD, inj, pages, inj or host.seam.tdh_mem_page_add(tdr, gfn, level, page))
+
+
+TDX_EXTENDMR_CHUNKSIZE = 256
+
+
+def tdh_mr_extend(host: "Host", tdr: int, gfn: int, chunk: int) -> Gen:
+    """tdh_mr_extend(): TDH.MR.EXTEND of one TDX_EXTENDMR_CHUNKSIZE chunk of the page at gfn."""
+    inj = yield from _seamcall(host, E.TDH_MR_EXTEND, ("td", tdr))
+    return _done(host, E.TDH_MR_EXTEND, inj, (), inj or host.seam.tdh_mr_extend(tdr, gfn, chunk))
 
 
 def tdh_mem_page_aug(host: "Host", tdr: int, gfn: int, level: int, page: int) -> Gen:
@@ -172,10 +186,11 @@ def tdh_phymem_page_wbinvd_tdr(host: "Host", tdr: int) -> Gen:
     return (yield from tdh_phymem_page_wbinvd_hkid(host, 0, tdr))
 
 
-def tdh_vp_flush(host: "Host", tdvpr: int) -> Gen:
-    """tdh_vp_flush(): TDH.VP.FLUSH (run on the vCPU's last CPU)."""
+def tdh_vp_flush(host: "Host", tdvpr: int, cpu: int | None = None) -> Gen:
+    """tdh_vp_flush(): TDH.VP.FLUSH, run on `cpu` (the vCPU's last CPU, by IPI; default: this one)."""
     inj = yield from _seamcall(host, E.TDH_VP_FLUSH, ("vp", tdvpr))
-    return _done(host, E.TDH_VP_FLUSH, inj, (), inj or host.seam.tdh_vp_flush(tdvpr))
+    lp = host.current.cpu if cpu is None else cpu
+    return _done(host, E.TDH_VP_FLUSH, inj, (), inj or host.seam.tdh_vp_flush_on(tdvpr, lp))
 
 
 def tdh_mng_vpflushdone(host: "Host", tdr: int) -> Gen:
@@ -229,4 +244,4 @@ def tdh_vp_enter(host: "Host", tdvpr: int, gate: Callable[[], bool] | None = Non
     yield Op(OP_SEAMCALL, ("vp", tdvpr), "TDH.VP.ENTER", 0, True)
     if gate is not None and gate():
         return VP_ENTER_NOT_ISSUED
-    return host.seam.tdh_vp_enter_begin(tdvpr)
+    return host.seam.tdh_vp_enter_begin_on(tdvpr, host.current.cpu)
