@@ -28,7 +28,9 @@ def check(scenario: str, variant: str, dpamt: bool = False, **kw) -> object:
     return run_check(load_scenario(scenario, small=True), get_variant(variant), dpamt, CheckOptions(**kw))
 
 
-@pytest.mark.parametrize("scenario", ["conversion-storm", "boot-teardown", "seed"])
+# conversion-storm's proof is test_kill_and_resume_continues_from_the_checkpoint below (the same search,
+# killed and resumed, must end complete, clean and on the pinned count); proving it twice costs a minute.
+@pytest.mark.parametrize("scenario", ["boot-teardown", "seed"])
 def test_tdx_free_is_proved_on_the_small_configuration(scenario):
     r = check(scenario, "tdx-free", strategy="dfs")
     assert r.complete and r.violation is None

@@ -70,20 +70,25 @@ class Minimized:
     invariant: str
 
 
-def run_with_deviations(scn: Scenario, variant: Variant, dpamt: bool, dev: dict[int, int]) -> tuple[Any, DeviationChooser, Runtime]:
+def run_with_deviations(scn: Scenario, variant: Variant, dpamt: bool, dev: dict[int, int],
+                        max_steps: int | None = None) -> tuple[Any, DeviationChooser, Runtime]:
+    """One candidate run; `max_steps` caps it below the scenario's bound (a candidate longer than the
+    best so far is useless, and the sticky default policy can spin a retry loop for millions of steps)."""
     checker = Checker()
     world = build_world(scn, variant, dpamt, checker, False)
     checker.attach(world)
     ch = DeviationChooser(dev)
-    rt = _Runtime(world.host, world.threads, ch, scn.faults, scn.max_steps, scn.max_faults)
+    bound = scn.max_steps if max_steps is None else min(max_steps, scn.max_steps)
+    rt = _Runtime(world.host, world.threads, ch, scn.faults, bound, scn.max_faults)
     ch.runtime = rt
     out = rt.run()
     checker.finish(out.status, out.steps, out.blocked)
     return checker, ch, rt
 
 
-def _fails(scn: Scenario, variant: Variant, dpamt: bool, dev: dict[int, int], inv: str) -> tuple[bool, DeviationChooser, Runtime]:
-    checker, ch, rt = run_with_deviations(scn, variant, dpamt, dev)
+def _fails(scn: Scenario, variant: Variant, dpamt: bool, dev: dict[int, int], inv: str,
+           max_steps: int | None = None) -> tuple[bool, DeviationChooser, Runtime]:
+    checker, ch, rt = run_with_deviations(scn, variant, dpamt, dev, max_steps)
     return any(v.invariant == inv for v in checker.violations), ch, rt
 
 
@@ -109,7 +114,7 @@ def minimize(scn: Scenario, variant: Variant, dpamt: bool, choices: list[tuple[i
         for start in range(0, len(items), chunk):
             cand = dict(items[:start] + items[start + chunk:])
             tries += 1
-            ok, ch2, rt2 = _fails(scn, variant, dpamt, cand, invariant)
+            ok, ch2, rt2 = _fails(scn, variant, dpamt, cand, invariant, best_steps)
             if ok and rt2.step <= best_steps:
                 cur = dict(ch2.made)  # the deviations that run actually needed
                 best_steps = rt2.step
