@@ -142,7 +142,7 @@ def _report_violation(scn: Any, var: Any, dpamt: bool, bad: Any, rate: float, ov
         from .explore.minimize import minimize as ddmin
 
         try:
-            mz = ddmin(scn, var, dpamt, bad.choices, bad.violations[0].invariant)
+            mz = ddmin(scn.alternative(bad.seed), var, dpamt, bad.choices, bad.violations[0].invariant)
             err.print(f"minimized: {bad.steps} -> {mz.steps} steps, {mz.deviations} preemption(s)/injected "
                       f"failure(s) left, {mz.tries} runs")
             bad = run_schedule(scn, var, dpamt, bad.seed, choices=mz.choices, history=False)

@@ -10,12 +10,19 @@ from septlab.variants import get_variant
 
 
 @functools.cache
-def violations_over(scenario: str, variant: str, dpamt: bool, schedules: int) -> dict[str, int]:
-    """Schedules (seeds 0..n-1) in which each invariant was violated."""
+def base_seeds(scenario: str, n: int) -> list[int]:
+    """n seeds that all run the scenario's configuration as written (not one of its swarm alternatives)."""
+    k = len(load_scenario(scenario).swarm) + 1
+    return list(range(0, n * k, k))
+
+
+def violations_over(scenario: str, variant: str, dpamt: bool, schedules: int,
+                    seeds: list[int] | None = None) -> dict[str, int]:
+    """Schedules (seeds 0..n-1, or `seeds`) in which each invariant was violated."""
     scn = load_scenario(scenario)
     var = get_variant(variant)
     counts: dict[str, int] = {}
-    for seed in range(schedules):
+    for seed in range(schedules) if seeds is None else seeds:
         r = run_schedule(scn, var, dpamt, seed, history=False)
         assert r.status != "crash", r.crash
         for name in {v.invariant for v in r.violations}:

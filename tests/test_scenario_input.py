@@ -302,6 +302,32 @@ def test_small_configuration_errors_point_into_the_check_block(tmp_path):
         "s.yaml:12: check.threads[1].vcpu: must be unique and < vcpus (1)"
 
 
+@pytest.mark.parametrize("block,expected", [
+    ("swarm:\n  - {bogus: 1}\n", "s.yaml:9: swarm[0]: unknown key(s) 'bogus'"),
+    ("swarm:\n  - {}\n  - {vcpus: 0}\n", "s.yaml:10: swarm[1].vcpus: 0 is less than the minimum of 1"),
+    ("swarm:\n  - threads:\n      - {kind: vcpu, vcpu: 0, access: [{gfn: 0xfffffffff, count: 4}]}\n",
+     "s.yaml:10: swarm[0].threads[0].access[0]: gfn 0xfffffffff + count 4 runs past the GFN space"),
+    ("swarm:\n  - {}\n  - threads:\n      - {kind: vcpu, vcpu: 0, access: []}\n      - {kind: vcpu, vcpu: 0, access: []}\n",
+     "s.yaml:11: swarm[1].threads[0].vcpu: must be unique"),  # a cross-field error of one alternative
+    ("swarm: {}\n", "s.yaml:8: swarm: a mapping with 0 key(s) is not of type 'array'"),
+])
+def test_swarm_alternatives_are_validated_where_they_are_written(tmp_path, block, expected):
+    msg = error(tmp_path, CHECKED + block)
+    assert msg.startswith(expected), msg
+
+
+def test_swarm_spreads_seeds_over_the_alternatives_and_the_small_configuration_has_none(tmp_path):
+    text = CHECKED + "swarm:\n  - {vcpus: 3}\n  - {vcpus: 4, fault_rate: 0.5}\n"
+    scn = load_text(tmp_path, text)
+    assert [scn.alternative(s).vcpus for s in range(6)] == [2, 3, 4, 2, 3, 4]
+    assert scn.alternative(5).fault_rate == 0.5 and scn.alternative(0) is scn
+    assert load_scenario(str(tmp_path / "s.yaml"), small=True).swarm == []
+    # --set applies to every alternative; the digest (what a trace pins) covers the alternatives
+    assert load_scenario(str(tmp_path / "s.yaml"), {"vcpus": "5"}).alternative(1).vcpus == 5
+    other = load_text(tmp_path, CHECKED + "swarm:\n  - {vcpus: 3}\n  - {vcpus: 4, fault_rate: 0.25}\n")
+    assert other.digest != scn.digest
+
+
 # --- 6. names and descriptions ----------------------------------------------------------------------------------
 
 

@@ -60,6 +60,7 @@ def run_schedule(scn: Scenario, variant: Variant, dpamt: bool, seed: int, *, fau
 
     A schedule cut off by the scenario's `max_steps` is `bounded`: the end-of-run invariants (leaks,
     PAMT balance, deadlock) cannot be evaluated on a run that has not ended, so it is never a pass."""
+    scn = scn.alternative(seed)  # a scenario with a `swarm:` spreads its seeds over its configurations
     checker = Checker(stop_on_fatal=stop_on_fatal)
     world = build_world(scn, variant, dpamt, checker, history)
     checker.attach(world)

@@ -120,11 +120,15 @@ PROPERTIES: dict[str, Any] = {
 }
 CHECK = {"type": "object", "additionalProperties": False, "properties": PROPERTIES,
          "description": "overrides for the small configuration `septlab check` explores"}
+MAX_SWARM = 16
+SWARM = {"type": "array", "maxItems": MAX_SWARM, "items": CHECK,
+         "description": "swarm testing: random schedule s runs alternative s mod (1 + len(swarm)), 0 being the "
+                        "configuration as written, each other one these keys over it"}
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["name", "threads"],
-    "properties": {**PROPERTIES, "check": CHECK},
+    "properties": {**PROPERTIES, "check": CHECK, "swarm": SWARM},
 }
 _PATTERN_HELP = {
     PROPERTIES["name"]["pattern"]: "a safe name (a letter or digit, then letters, digits or . _ + -; at most 64)",
@@ -165,6 +169,17 @@ class Scenario:
     max_retries: int = 8
     max_faults: int | None = None
     faults: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    swarm: list["Scenario"] = field(default_factory=list)
+
+    def alternative(self, seed: int) -> "Scenario":
+        """The configuration random schedule `seed` runs: swarm testing (Groce et al., ISSTA 2012) spreads
+        the schedules over configurations that cannot share one run (a TD built with an initial image
+        never races its vCPUs to allocate the mirror root, for one). Seed 0 (and every multiple of the
+        count) runs the configuration as written, which is also the one `septlab check --full` explores."""
+        if not self.swarm:
+            return self
+        k = seed % (len(self.swarm) + 1)
+        return self if k == 0 else self.swarm[k - 1]
 
     def count(self, c: Any) -> int:
         """An access count: an int, a size ("2MiB" = 512 pages) or "memory" (the TD's memory size)."""
@@ -198,9 +213,11 @@ def parse_size(s: str) -> int:
 
 
 def _safe(s: str, limit: int = 80) -> str:
-    """`s` clipped to `limit` characters, control characters escaped: it is going into a one-line message."""
+    """`s` clipped to `limit` characters in the middle (a long path keeps its file name), control characters
+    escaped: it is going into a one-line message."""
     if len(s) > limit:
-        s = s[:max(limit - 3, 0)] + "..."
+        head = max(limit - 3, 0) // 3
+        s = s[:head] + "..." + s[len(s) - (max(limit - 3, 0) - head):]
     return _UNSAFE_RE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", s)
 
 
@@ -416,13 +433,14 @@ class _Source:
     label: str
     root: yaml.Node | None
     overridden: frozenset[str] = frozenset()
-    from_check: frozenset[str] = frozenset()
+    block: tuple[Any, ...] = ()  # the `check:` or `swarm[i]` block whose keys were applied over the file's
+    from_block: frozenset[str] = frozenset()
 
     def at(self, path: list[Any]) -> str:
         if path and path[0] in self.overridden:
             return f"--set: {_fmt_path(path)}"
-        if path and path[0] in self.from_check:
-            path = ["check", *path]
+        if path and path[0] in self.from_block:
+            path = [*self.block, *path]
         return f"{self.label}:{_line_of(self.root, path)}: {_fmt_path(path)}"
 
 
@@ -463,12 +481,23 @@ def _load(spec: str, overrides: dict[str, str], small: bool) -> Scenario:
     _check_values(doc, [], src)
     if isinstance(doc.get("check"), dict):
         _check_values(doc["check"], ["check"], src)
+    for i, alt in enumerate(doc.get("swarm") or []):
+        _check_values(alt, ["swarm", i], src)
     small_cfg = doc.pop("check", None)
-    if small and small_cfg:
-        doc.update(small_cfg)
-        doc.update({k: v for k, v in sets.items() if k != "check"})
-        src = replace(src, from_check=frozenset(small_cfg) - src.overridden)
-    return _build(doc, spec if builtin else str(path), src)
+    swarm = doc.pop("swarm", None) or []
+    source = spec if builtin else str(path)
+    if small:  # the small configuration is one explicit configuration: no swarm
+        if small_cfg:
+            doc.update(small_cfg)
+            doc.update({k: v for k, v in sets.items() if k != "check"})
+            src = replace(src, block=("check",), from_block=frozenset(small_cfg) - src.overridden)
+        return _build(doc, source, src)
+    alts = [_build({**doc, **alt, **sets}, source,
+                   replace(src, block=("swarm", i), from_block=frozenset(alt) - src.overridden))
+            for i, alt in enumerate(swarm)]
+    scn = _build({**doc, "swarm": swarm} if swarm else doc, source, src)  # the digest covers the alternatives
+    scn.swarm = alts
+    return scn
 
 
 def _find(spec: str) -> tuple[Path, str, bool]:
