@@ -45,6 +45,7 @@ from .explore.verdict import (
     VIOLATED,
     Verdict,
 )
+from .host.page_alloc import EXTERNAL_SPT, OWNER_NAMES
 from .outputs import OutputError, check_output_path, check_plot_path, printable, safe_filename, write_json_atomic
 from .scenarios import ScenarioError, builtin_descriptions, load_scenario
 from .variants import REGISTRY_WARNINGS, VariantError, get_variant, registry, resolve_variants
@@ -311,6 +312,9 @@ def compare_table(scenario: str, schedules: int, seed: int, rows: list[Batch], w
     t.add_column("violations\n(schedules)", min_width=16)
     cols = [("peak\npages", "peak_pages"), ("S-EPT held\npage-steps", "retained_page_steps"),
             ("…grace\nperiods", "retained_page_gps"), ("peak\nPAMT refs", "peak_pamt_refs")]
+    if wide and any(b.metrics.get("splits") for b in rows):  # huge pages: what splitting costs
+        cols += [("2M\nsplits", "splits"), ("split PAMT\npages", "split_pamt_pages"),
+                 ("peak S-EPT\npages", "peak_sept")]
     if wide:
         cols += [("RCU\ncbs", "rcu_callbacks"), ("PAMT\nadd/rm", "pamt"), ("SEAMCALLs", "seamcalls")]
     for head, _ in cols:
@@ -332,6 +336,8 @@ def compare_table(scenario: str, schedules: int, seed: int, rows: list[Batch], w
                 vals.append(f"{m.get('pamt_add', 0)}/{m.get('pamt_remove', 0)}")
             elif key == "seamcalls":
                 vals.append(str(sum(m.get("seamcalls", {}).values())))
+            elif key == "peak_sept":
+                vals.append(str(m.get("peak_pages_by_owner", {}).get(OWNER_NAMES[EXTERNAL_SPT], 0)))
             else:
                 vals.append(str(m.get(key, 0)))
         t.add_row(b.variant.name, _mode(b.dpamt), res, *vals, style=style if v.kind != "complete" else None)

@@ -568,9 +568,10 @@ def test_add_aug_walk_failed(which: str, stage: str, _state: int, lowest: int) -
     assert m == before
 
 
-@pytest.mark.parametrize("which,stage,_state", ADD_AUG)
+@pytest.mark.parametrize("which,stage,_state", ADD_AUG[:1])
 def test_add_aug_huge_level_walk_failed(which: str, stage: str, _state: int) -> None:
-    """MODEL: only 4K leaves; a 2M leaf request fails the walk even though levels 4 and 3 exist."""
+    """PAGE.ADD is 4K only (tdh_mem_page_add.c: verify_page_info_input(LVL_PT, LVL_PT)): a 2M request
+    fails the walk even though levels 4 and 3 exist. (2M AUG: tests/test_hugepage_module.py.)"""
     m = make_td(stage)
     add_tables(m, lowest=PG_LEVEL_1G)
     before = snapshot(m)

@@ -21,8 +21,9 @@ from ..kvm.kvm_host import is_hkid_assigned
 from ..kvm.spte import (
     FROZEN_SPTE,
     PT_PRESENT_MASK,
-    SPTE_BASE_PFN_SHIFT,
+    is_last_spte,
     is_shadow_present_pte,
+    spte_pfns,
     spte_to_pfn,
 )
 from ..metrics.metrics import Metrics
@@ -254,7 +255,7 @@ class Checker(Probe):
         if not users:
             return
         live = sorted(((sp, i) for sp, i in users
-                       if not sp.freed and sp.sptes[i] & PT_PRESENT_MASK and sp.sptes[i] >> SPTE_BASE_PFN_SHIFT == pfn),
+                       if not sp.freed and sp.sptes[i] & PT_PRESENT_MASK and pfn in spte_pfns(sp.sptes[i])),
                       key=lambda e: (e[0].sp_id, e[1]))
         if not live:
             return
@@ -306,6 +307,9 @@ class Checker(Probe):
     def seamcall(self, leaf: int, err: int, injected: bool, pages: tuple[int, ...]) -> None:
         self.last_seamcall = (leaf, err, injected)
         self.metrics.count_seamcall(leaf, err, injected)
+        if leaf == E.TDH_MEM_PAGE_DEMOTE and not err and not injected:
+            self.metrics.splits += 1
+            self.metrics.split_pamt_pages += len(pages) - 1  # (new S-EPT page, [2 PAMT pages])
         st = self.pages.state
         for p in pages:
             if st(p) == FREE:
@@ -360,11 +364,13 @@ class Checker(Probe):
     def spte_write(self, sp: Any, idx: int, old: int, new: int) -> None:
         rmap = self._rmap
         if old & PT_PRESENT_MASK:
-            users = rmap.get(old >> SPTE_BASE_PFN_SHIFT)
-            if users is not None:
-                users.discard((sp, idx))
+            for pfn in spte_pfns(old):
+                users = rmap.get(pfn)
+                if users is not None:
+                    users.discard((sp, idx))
         if new & PT_PRESENT_MASK:
-            rmap.setdefault(new >> SPTE_BASE_PFN_SHIFT, set()).add((sp, idx))
+            for pfn in spte_pfns(new):
+                rmap.setdefault(pfn, set()).add((sp, idx))
         if sp.is_mirror:
             self._touched.setdefault(self.host.current.name, []).append((sp, idx))
 
@@ -399,14 +405,14 @@ class Checker(Probe):
         key = entry_key(sp.level, gfn)
         st = td.sept_state.get(key, SEPT_FREE)
         present = is_shadow_present_pte(v)
-        if sp.level == 1:
+        if sp.level == 1 or (present and is_last_spte(v, sp.level)):  # a 4 KiB or 2 MiB leaf
             ok = (st in LEAF_PRESENT and td.sept_page[key] == spte_to_pfn(v)) if present else st not in LEAF_PRESENT
         else:
             if present:
                 child = self.kvm.sp_by_spt.get(spte_to_pfn(v))
                 ok = st in NONLEAF_PRESENT and child is not None and td.sept_page[key] == child.external_spt
             else:
-                ok = st not in NONLEAF_PRESENT
+                ok = st not in NONLEAF_PRESENT and st not in LEAF_PRESENT
         if not ok:
             self.violate("mirror-sept-coherent",
                          f"BUG: mirror SPTE {'present' if present else 'not present'} for gfn {gfn:#x} L{sp.level} "
@@ -451,8 +457,9 @@ class Checker(Probe):
                                 tuple(p for p, _ in left[:8]), by_owner=by)
         if th.dpamt:
             need: dict[int, int] = {}
+            huge = self.seam.pamt.huge  # assigned as one 2 MiB page: the static PAMT_2M, no PAMT_4K reference
             for pfn, pt in self.seam.pamt.ptype.items():
-                if pt not in (PT_NDA, PT_PAMT):
+                if pt not in (PT_NDA, PT_PAMT) and pfn >> 9 not in huge:
                     need[pfn >> 9] = need.get(pfn >> 9, 0) + 1
             # References the kernel keeps on purpose (tdx_pamt_keep: WBINVD failure returns before the
             # put, DPAMT v6 #09, D2): counted when the page is back with the host, with their cause.

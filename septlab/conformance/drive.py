@@ -1,11 +1,12 @@
 """What septlab says: drive a fresh TdxModule into the state a case names, then issue the leaf.
 
 States are reached by SEAMCALLs wherever septlab's model has a path to them (TDH.MNG.CREATE ...
-TDH.MR.FINALIZE, SEPT.ADD, PAGE.ADD, AUG, BLOCK, TRACK, VP.FLUSH, VPFLUSHDONE, CACHE.WB, KEY.FREEID).
-What the model cannot reach (REMOVED and the migration states of an S-EPT entry, leaves larger than 4K,
-the migration op-states, a lifecycle going backwards) is written into the model's state directly and
-the row says so (`injected`): the module's tables still say what such a state allows, and septlab's
-answer there shows what its checks would do if a variant got there.
+TDH.MR.FINALIZE, SEPT.ADD, PAGE.ADD, AUG at 4K and 2M, BLOCK, TRACK, VP.FLUSH, VPFLUSHDONE, CACHE.WB,
+KEY.FREEID). What the model cannot reach (REMOVED and the migration states of an S-EPT entry, a 2M
+leaf that is not PENDING -- the model has no TDG.MEM.PAGE.ACCEPT --, 1G leaves, the migration
+op-states, a lifecycle going backwards) is written into the model's state directly and the row says so
+(`injected`): the module's tables still say what such a state allows, and septlab's answer there shows
+what its checks would do if a variant got there.
 
 The model is used directly (septlab.tdx_module.module.TdxModule): no kernel layer, no scheduler. Its
 methods are looked up at call time, so a test can mutate a precondition and see the runner notice.
@@ -20,22 +21,33 @@ from dataclasses import dataclass, field
 
 from ..tdx_module import errno as E
 from ..tdx_module.module import TdxModule
-from ..tdx_module.pamt import PT_REG
+from ..tdx_module.pamt import PAGES_PER_2M, PT_REG
 from ..tdx_module.sept import SEPT_NAMES, entry_key
 from ..tdx_module.td import LIFECYCLE_NAMES, Td
 
 # Pages and addresses of the fixtures: any distinct PT_NDA pfns do (DPAMT off: no PAMT_4K backing needed).
 HKID = 1
+# NEW and HUGE are 2 MiB-aligned with their whole 2 MiB range free: NEW is what a 2M AUG under test hands
+# over, HUGE the page of a 2M leaf a fixture maps (or injects).
 TDR, TDCS, TDVPR, TDCX, TDVPR2, TDCX2, DATA, NEW, INJECTED = 0x1000, 0x1001, 0x1010, 0x1011, 0x1012, 0x1013, \
-    0x1100, 0x1200, 0x1300
+    0x1100, 0x1200, 0x1680
+HUGE = 0x1400
 SEPT_PAGE = {2: 0x1022, 3: 0x1023, 4: 0x1024}
 # A gfn whose index differs at every level, so an entry at the wrong level cannot stand in for another.
 GFN = (2 << 27) | (3 << 18) | (4 << 9) | 5
 ROOT = 4
 
+
+def gfn_at(level: int) -> int:
+    """GFN aligned to the size the entry at `level` maps: the GPA the kernel passes for a SEAMCALL on that
+    entry (verify_page_info_input() refuses a GPA not aligned to the level; same entry as GFN's)."""
+    return GFN & ~((1 << (9 * (level - 1))) - 1)
+
+
 SEPT_VALUE = {name: value for value, name in SEPT_NAMES.items()}
 LIFECYCLE_VALUE = {name: value for value, name in enumerate(LIFECYCLE_NAMES)}
 
+DEMOTE = "TDH.MEM.PAGE.DEMOTE"
 PAGE_ADD, SEPT_ADD, AUG, BLOCK, REMOVE, MR_EXTEND = ("TDH.MEM.PAGE.ADD", "TDH.MEM.SEPT.ADD", "TDH.MEM.PAGE.AUG",
                                                      "TDH.MEM.RANGE.BLOCK", "TDH.MEM.PAGE.REMOVE", "TDH.MR.EXTEND")
 
@@ -98,11 +110,16 @@ class Fixture:
             self.injected.append(f"op_state {name}")
 
     def inject_entry(self, name: str, index: int, level: int, leaf: bool, blocked: bool) -> None:
-        """Write the entry's state; a leaf also gets its page (PT_REG, child count) and, if blocked, the
-        current epoch as its BLOCK epoch, as the module's own transitions would leave them."""
+        """Write the entry's state; a leaf also gets its page (PT_REG, child count; at 2M the 2 MiB page
+        HUGE, as PAGE.AUG at 2M assigns it) and, if blocked, the current epoch as its BLOCK epoch, as the
+        module's own transitions would leave them. MODEL: a 1G leaf gets one 4 KiB page (no 1G leaves)."""
         td, key = self.td, entry_key(level, GFN)
         td.sept_state[key] = SEPT_VALUE.get(name, index)
-        if leaf:
+        if leaf and level == 2:
+            self.m.pamt.assign_2m(HUGE, PT_REG, TDR)
+            td.child_count += PAGES_PER_2M
+            td.sept_page[key] = HUGE
+        elif leaf:
             self.m.pamt.assign(INJECTED, PT_REG, TDR)
             td.child_count += 1
             td.sept_page[key] = INJECTED
@@ -134,17 +151,19 @@ class Fixture:
 
 
 def _remove(m: TdxModule, level: int) -> int:
-    return m.tdh_mem_page_remove(TDR, GFN, level)[0]
+    return m.tdh_mem_page_remove(TDR, gfn_at(level), level)[0]
 
 
-# The S-EPT leaves septlab models, issued on the entry at `level` of GFN (a fresh PT_NDA page where one
-# is handed over). MR.EXTEND has no level operand: it walks to whatever leaf maps GFN.
+# The S-EPT leaves septlab models, issued on the entry at `level` of GFN, the GPA aligned to the level
+# (a fresh PT_NDA page where one is handed over, its 2 MiB range free). MR.EXTEND has no level operand:
+# it walks to whatever leaf maps GFN.
 SEPT_CALLS: dict[str, Callable[[TdxModule, int], int]] = {
-    PAGE_ADD: lambda m, level: m.tdh_mem_page_add(TDR, GFN, level, NEW),
-    SEPT_ADD: lambda m, level: m.tdh_mem_sept_add(TDR, GFN, level, NEW),
-    AUG: lambda m, level: m.tdh_mem_page_aug(TDR, GFN, level, NEW),
-    BLOCK: lambda m, level: m.tdh_mem_range_block(TDR, GFN, level),
+    PAGE_ADD: lambda m, level: m.tdh_mem_page_add(TDR, gfn_at(level), level, NEW),
+    SEPT_ADD: lambda m, level: m.tdh_mem_sept_add(TDR, gfn_at(level), level, NEW),
+    AUG: lambda m, level: m.tdh_mem_page_aug(TDR, gfn_at(level), level, NEW),
+    BLOCK: lambda m, level: m.tdh_mem_range_block(TDR, gfn_at(level), level),
     REMOVE: _remove,
+    DEMOTE: lambda m, level: m.tdh_mem_page_demote(TDR, gfn_at(level), level, NEW),
 }
 if hasattr(TdxModule, "tdh_mr_extend"):
     SEPT_CALLS[MR_EXTEND] = lambda m, level: m.tdh_mr_extend(TDR, GFN, 0)
@@ -169,10 +188,11 @@ def sept_fixture(name: str, index: int, leaf: bool, blocked: bool, level: int, o
         placed = True
     if op_state == "RUNNABLE":
         fx.finalize()
-        if not placed and level == 1 and name in ("PENDING", "PENDING_BLOCKED"):
-            fx.ok("TDH.MEM.PAGE.AUG", fx.m.tdh_mem_page_aug(TDR, GFN, 1, DATA))
+        if not placed and level in (1, 2) and name in ("PENDING", "PENDING_BLOCKED"):
+            page = DATA if level == 1 else HUGE
+            fx.ok(f"TDH.MEM.PAGE.AUG level {level}", fx.m.tdh_mem_page_aug(TDR, gfn_at(level), level, page))
             if name == "PENDING_BLOCKED":
-                fx.block(1)
+                fx.block(level)
             placed = True
     if not placed:
         fx.inject_entry(name, index, level, leaf, blocked)

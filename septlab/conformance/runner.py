@@ -4,7 +4,7 @@ Tables checked, each case one row:
 
 * sept: every S-EPT leaf septlab models x every entry state of seamcall_sept_state_lookup x every level
   (4K .. 512G of a 4-level S-EPT) an entry in that state can be at, in each op-state KVM issues the leaf
-  in (PAGE.REMOVE also with the BLOCK not yet TRACKed).
+  in (PAGE.REMOVE and PAGE.DEMOTE also with the BLOCK not yet TRACKed).
 * walk: the same leaves on a FREE entry whose parent entry is in each state: does the walk get there.
 * op-state: every TD-scoped leaf septlab models x every op-state of seamcall_state_lookup.
 * lifecycle: every leaf with a lifecycle check x every TD lifecycle state.
@@ -32,18 +32,20 @@ from .data import ModuleTables, Simplification, kernel_headers, module_tables, s
 
 TABLES = ("sept", "walk", "op-state", "lifecycle", "number")
 
-# The op-states (and, for REMOVE, whether the BLOCK was TRACKed) each S-EPT leaf is checked in: the
-# ones KVM issues it in (PAGE.ADD before MR.FINALIZE, AUG after, the others both).
+# The op-states (and, for REMOVE and DEMOTE, whether the BLOCK was TRACKed) each S-EPT leaf is checked in:
+# the ones KVM issues it in (PAGE.ADD before MR.FINALIZE, AUG after, the others both; DEMOTE only after,
+# but the INITIALIZED rows show that before it the module needs no BLOCK).
 SEPT_CONTEXTS: dict[str, tuple[tuple[str, bool], ...]] = {
     D.PAGE_ADD: (("INITIALIZED", True),),
     D.SEPT_ADD: (("INITIALIZED", True), ("RUNNABLE", True)),
     D.AUG: (("RUNNABLE", True),),
     D.BLOCK: (("INITIALIZED", True), ("RUNNABLE", True)),
     D.REMOVE: (("INITIALIZED", True), ("RUNNABLE", True), ("RUNNABLE", False)),
+    D.DEMOTE: (("INITIALIZED", True), ("RUNNABLE", True), ("RUNNABLE", False)),
     D.MR_EXTEND: (("INITIALIZED", True),),
 }
 WALK_CONTEXT = {D.PAGE_ADD: "INITIALIZED", D.SEPT_ADD: "RUNNABLE", D.AUG: "RUNNABLE", D.BLOCK: "RUNNABLE",
-                D.REMOVE: "RUNNABLE"}
+                D.REMOVE: "RUNNABLE", D.DEMOTE: "RUNNABLE"}
 RECLAIM_CONTEXTS = ("TDCS page", "TDR page")
 LEVEL_NAMES = {1: "4K", 2: "2M", 3: "1G", 4: "512G"}
 

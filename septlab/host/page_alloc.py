@@ -130,6 +130,46 @@ def alloc_page(host: "Host", owner: int, gfp: int = GFP_KERNEL_ACCOUNT) -> int:
     return pfn
 
 
+HUGE_LIST = 1 << 10  # per-CPU 2 MiB folio pools live in lists HUGE_LIST + cpu (their own pfn ranges)
+PAGES_PER_FOLIO_2M = 512
+
+
+def alloc_folio_2m(host: "Host", owner: int) -> int:
+    """folio_alloc(GFP_HIGHUSER, 9) for a guest_memfd 2 MiB folio: 512 naturally aligned pages, the
+    lowest fully free block of this CPU's folio pool, else a new one. Returns the head pfn.
+
+    MODEL: the pool is separate from the 4 KiB lists (no fragmentation or compaction is modelled); a
+    folio split into 4 KiB pages frees them back one by one, and its block is reused once all are free."""
+    t = host.current
+    if t.preempt_count or t.rcu_nesting:
+        might_sleep(host, "folio_alloc(GFP_HIGHUSER, order 9)")
+    pa = host.pages
+    key = HUGE_LIST + t.cpu
+    lst = pa.lists.get(key)
+    if lst is None:
+        lst = pa.lists[key] = PcpList((key + 1) << PCP_SHIFT)
+    head = -1
+    for b in range(0, len(lst.owner), PAGES_PER_FOLIO_2M):
+        if not any(lst.owner[b:b + PAGES_PER_FOLIO_2M]):  # FREE == 0
+            head = lst.base + b
+            block = set(range(head, head + PAGES_PER_FOLIO_2M))
+            lst.free = [p for p in lst.free if p not in block]
+            heapq.heapify(lst.free)
+            for p in block:
+                pa._set(p, owner)
+            break
+    if head < 0:
+        head = lst.base + len(lst.owner)
+        lst.owner.extend([owner] * PAGES_PER_FOLIO_2M)
+        pa.counts[owner] += PAGES_PER_FOLIO_2M
+        pa.total += PAGES_PER_FOLIO_2M
+    if host.history is not None:
+        host.page_event(head, f"allocated as the head of a 2 MiB {OWNER_NAMES[owner]} folio", "alloc")
+    for p in range(head, head + PAGES_PER_FOLIO_2M):
+        host.probe.page_alloc(p, owner)
+    return head
+
+
 def free_page(host: "Host", pfn: int) -> None:
     """free_page(): return a page to the allocator; a second free is a KASAN double-free."""
     pa = host.pages

@@ -37,6 +37,9 @@ class KvmTdx:
     wait_for_sept_zap: bool = False
     # KVM_TDX_INIT_MEM_REGION: the userspace source page of the PAGE.ADD in flight (-1: none)
     page_add_src: int = -1
+    # the hugepage series' per-VM PAMT page cache for splits, which run without a vCPU (topped up
+    # before mmu_lock is taken; MODEL: its spinlock is not modelled, splits hold mmu_lock for write)
+    split_pamt_cache: TdxPamtCache = field(default_factory=TdxPamtCache)
 
 
 def is_hkid_assigned(kvm_tdx: KvmTdx) -> bool:
@@ -111,6 +114,12 @@ class Kvm:
     srcu_waiting: dict[str, set[str]] = field(default_factory=dict)
     shared_gfns: set[int] = field(default_factory=set)
     gmem: dict[int, int] = field(default_factory=dict)  # private gfn -> guest_memfd page
+    # guest_memfd with 2 MiB folios (the scenario's `hugepages: true`): 2 MiB region (gfn >> 9) -> head
+    # pfn of its still-whole folio; and the regions hugepage_set_guest_inhibit() marked (the guest
+    # accepted a page of them at 4 KiB: never mapped at 2 MiB again)
+    gmem_huge: bool = False
+    gmem_folios_2m: dict[int, int] = field(default_factory=dict)
+    guest_inhibit: set[int] = field(default_factory=set)
     users: int = 0  # references from vCPU fds and guest_memfd files (kvm_get_kvm/kvm_put_kvm)
     # Userspace sequencing while the TD is built (not kernel state): KVM_TDX_INIT_MEM_REGION returned,
     # and the hole punches userspace runs before KVM_TDX_FINALIZE_VM still running.

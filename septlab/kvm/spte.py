@@ -46,6 +46,22 @@ def make_spte(pfn: int) -> int:
     return (pfn << SPTE_BASE_PFN_SHIFT) | PT_PRESENT_MASK | PT_WRITABLE_MASK | SPTE_LEAF_MASK | SPTE_ACCESSED_MASK
 
 
+def make_huge_spte(head_pfn: int) -> int:
+    """make_spte() at PG_LEVEL_2M: a present 2 MiB leaf (PT_PAGE_SIZE_MASK) mapping head_pfn..+511."""
+    return make_spte(head_pfn) | PT_PAGE_SIZE_MASK
+
+
+def is_large_pte(spte: int) -> bool:
+    """is_large_pte(): a leaf above 4 KiB."""
+    return bool(spte & PT_PAGE_SIZE_MASK)
+
+
+def spte_pfns(spte: int) -> range:
+    """The pfns a present leaf SPTE maps: one, or 512 for a 2 MiB leaf (MODEL: no 1 GiB leaves)."""
+    pfn = spte >> SPTE_BASE_PFN_SHIFT
+    return range(pfn, pfn + (512 if spte & PT_PAGE_SIZE_MASK else 1))
+
+
 def make_nonleaf_spte(child_spt: int) -> int:
     """make_nonleaf_spte(): a present entry pointing at the child page table."""
     return (child_spt << SPTE_BASE_PFN_SHIFT) | PT_PRESENT_MASK | PT_WRITABLE_MASK

@@ -30,7 +30,7 @@ from ..host.locks import (
     write_unlock,
 )
 from ..host.memcache import kvm_mmu_memory_cache_alloc
-from ..host.page_alloc import EXTERNAL_SPT, SPT, free_page, kasan_check, set_owner
+from ..host.page_alloc import EXTERNAL_SPT, GFP_KERNEL_ACCOUNT, SPT, alloc_page, free_page, kasan_check, set_owner
 from ..host.rcu import call_rcu, rcu_dereference_splat, rcu_read_lock, rcu_read_unlock
 from ..host.task import OP_RUN, Op
 from .mmu_page import NO_PAGE, KvmMmuPage
@@ -40,9 +40,11 @@ from .spte import (
     SHADOW_NONPRESENT_VALUE,
     SPTE_ACCESSED_MASK,
     is_frozen_spte,
+    is_large_pte,
     is_last_spte,
     is_shadow_present_pte,
     level_base_gfn,
+    make_huge_spte,
     make_nonleaf_spte,
     make_spte,
     spte_index,
@@ -138,11 +140,29 @@ def tdp_mmu_alloc_sp(vcpu: "KvmVcpu") -> KvmMmuPage:
     kvm = vcpu.kvm
     spt = kvm_mmu_memory_cache_alloc(vcpu.mmu_shadow_page_cache)
     set_owner(kvm.host, spt, SPT, "sp->spt (tdp_mmu_alloc_sp)")
+    return _new_sp(kvm, spt)
+
+
+def _new_sp(kvm: "Kvm", spt: int) -> KvmMmuPage:
+    """The sp header (kmem_cache_zalloc(mmu_page_header_cache)) for `spt`, numbered per CPU so the
+    number does not depend on how tasks interleave."""
     cpu = kvm.host.current.cpu
     n = kvm.sp_seq.get(cpu, 0)
     kvm.sp_seq[cpu] = n + 1
     sp = KvmMmuPage((cpu << 16) | n, spt, 0, 0, False)
     kvm.sp_by_spt[spt] = sp
+    return sp
+
+
+def tdp_mmu_alloc_sp_for_split(kvm: "Kvm", mirror: bool) -> KvmMmuPage:
+    """tdp_mmu_alloc_sp_for_split() (+ "Alloc external_spt page for mirror page table splitting"): the
+    header, spt and, for a mirror, external_spt, with GFP_KERNEL_ACCOUNT -- so the caller must have
+    dropped mmu_lock and left the RCU read-side section (it may sleep in direct reclaim)."""
+    host = kvm.host
+    spt = alloc_page(host, SPT, GFP_KERNEL_ACCOUNT)
+    sp = _new_sp(kvm, spt)
+    if mirror:
+        sp.external_spt = alloc_page(host, EXTERNAL_SPT, GFP_KERNEL_ACCOUNT)
     return sp
 
 
@@ -340,10 +360,20 @@ def tdp_mmu_link_sp(kvm: "Kvm", it: TdpIter, sp: KvmMmuPage, shared: bool) -> Ge
     return 0
 
 
+def disallowed_hugepage_adjust(fault: KvmPageFault, spte: int, level: int, mirror: bool) -> None:
+    """disallowed_hugepage_adjust() with "Prevent hugepage promotion for mirror roots in fault path":
+    a present table where the fault wants a huge leaf is kept -- the fault maps one level lower. For a
+    mirror root, replacing it would be a promotion (TDH.MEM.PAGE.PROMOTE, which KVM does not use);
+    MODEL: the NX-huge-page reason for direct roots does not arise (no 2 MiB shared mappings)."""
+    if level > 1 and level == fault.goal_level and mirror and is_shadow_present_pte(spte) and not is_large_pte(spte):
+        fault.goal_level -= 1
+        fault.pfn += fault.gfn & ((1 << (9 * (level - 1))) - 1)  # fault->pfn |= gfn & page_mask
+
+
 def tdp_mmu_map_handle_target_level(vcpu: "KvmVcpu", fault: KvmPageFault, it: TdpIter) -> Gen:
-    """tdp_mmu_map_handle_target_level(): install the leaf (for mirrors: AUG/ADD inside)."""
-    new_spte = make_spte(fault.pfn)
-    if is_shadow_present_pte(it.old_spte):
+    """tdp_mmu_map_handle_target_level(): install the leaf, 4 KiB or 2 MiB (for mirrors: AUG/ADD inside)."""
+    new_spte = make_spte(fault.pfn) if it.level == 1 else make_huge_spte(fault.pfn)
+    if new_spte == it.old_spte:
         return RET_PF_SPURIOUS
     if is_frozen_spte(it.old_spte):
         return RET_PF_RETRY
@@ -365,7 +395,8 @@ def kvm_tdp_mmu_map(vcpu: "KvmVcpu", fault: KvmPageFault) -> Gen:
     while True:
         idx = spte_index(gfn, level)
         old = yield from tdp_read_spte(host, sp, idx, "kvm_tdp_mmu_map")
-        it = TdpIter(sp, idx, level, gfn, old)
+        it = TdpIter(sp, idx, level, gfn & ~((1 << (9 * (level - 1))) - 1), old)  # iter.gfn: level-aligned
+        disallowed_hugepage_adjust(fault, old, level, sp.is_mirror)
         if level == fault.goal_level:
             ret = yield from tdp_mmu_map_handle_target_level(vcpu, fault, it)
             break
@@ -375,6 +406,11 @@ def kvm_tdp_mmu_map(vcpu: "KvmVcpu", fault: KvmPageFault) -> Gen:
             sp = kvm.sp_by_spt[spte_to_pfn(old)]
             level -= 1
             continue
+        if is_shadow_present_pte(old) and sp.is_mirror:
+            # a 2 MiB leaf above the goal level: mirror roots are never split in the fault path ("Don't
+            # support large page for mirrored roots"); the split comes from the EPT-violation handler
+            # (tdx_honor_accept_level) or the conversion, under write mmu_lock. MODEL: the fault retries.
+            break
         child = tdp_mmu_alloc_sp(vcpu)
         tdp_mmu_init_child_sp(host, child, it)
         if child.is_mirror:
@@ -543,12 +579,14 @@ def kvm_tdp_mmu_zap_invalidated_roots(kvm: "Kvm", shared: bool) -> Gen:
     return 0
 
 
-def tdp_mmu_find_leaf_table(root: KvmMmuPage, gfn: int, sp_by_spt: dict[int, KvmMmuPage]) -> KvmMmuPage | None:
-    """Walk to the 4K table translating gfn without taking steps (callers hold mmu_lock for write)."""
+def tdp_mmu_find_leaf_table(root: KvmMmuPage, gfn: int, sp_by_spt: dict[int, KvmMmuPage],
+                            level: int = 1) -> KvmMmuPage | None:
+    """Walk to the table at `level` (4K by default) translating gfn, without taking steps (callers hold
+    mmu_lock for write): None if a non-present entry or a huge leaf is met above it."""
     sp = root
-    for level in range(root.level, 1, -1):
-        s = sp.sptes[spte_index(gfn, level)]
-        if not is_shadow_present_pte(s) or is_last_spte(s, level):
+    for lv in range(root.level, level, -1):
+        s = sp.sptes[spte_index(gfn, lv)]
+        if not is_shadow_present_pte(s) or is_last_spte(s, lv):
             return None
         sp = sp_by_spt[spte_to_pfn(s)]
     return sp
@@ -573,10 +611,11 @@ def tdp_mmu_iter_cond_resched(kvm: "Kvm", shared: bool) -> Gen:
 
 
 def tdp_mmu_zap_leafs(kvm: "Kvm", root: KvmMmuPage, start: int, end: int, can_yield: bool = False) -> Gen:
-    """tdp_mmu_zap_leafs(): zap present 4K leaves in [start, end) (mmu_lock held for write), yielding
-    mmu_lock between leaf tables when the caller may block (range->may_block).
-
-    MODEL: 4 KiB leaves only (D8).
+    """tdp_mmu_zap_leafs(): zap every present leaf -- 4 KiB, or a 2 MiB one the range touches -- in
+    [start, end) (mmu_lock held for write), yielding mmu_lock between leaf tables when the caller may
+    block (range->may_block). For private memory guest_memfd split every 2 MiB leaf the range covers
+    only in part beforehand (kvm_split_cross_boundary_leafs()), so a 2 MiB leaf zapped here is wholly
+    in the range. MODEL: no 1 GiB leaves.
     """
     host = kvm.host
     lockdep_assert_held_write(host, kvm.mmu_lock)
@@ -586,6 +625,15 @@ def tdp_mmu_zap_leafs(kvm: "Kvm", root: KvmMmuPage, start: int, end: int, can_yi
         block_end = min(end, (gfn | 511) + 1)
         if not host.current.rcu_nesting:  # the walk's kvm_tdp_mmu_read_spte()
             rcu_dereference_splat(host, "tdp_mmu_zap_leafs: kvm_tdp_mmu_read_spte(sptep)")
+        l2 = tdp_mmu_find_leaf_table(root, gfn, kvm.sp_by_spt, 2)
+        huge = l2.sptes[spte_index(gfn, 2)] if l2 is not None else SHADOW_NONPRESENT_VALUE
+        if is_shadow_present_pte(huge) and is_large_pte(huge):
+            yield from tdp_mmu_set_spte(kvm, TdpIter(l2, spte_index(gfn, 2), 2, gfn & ~511, huge),  # type: ignore[arg-type]
+                                        SHADOW_NONPRESENT_VALUE)
+            if can_yield and block_end < end:
+                yield from tdp_mmu_iter_cond_resched(kvm, False)
+            gfn = block_end
+            continue
         sp = tdp_mmu_find_leaf_table(root, gfn, kvm.sp_by_spt)
         if sp is not None:
             for g in range(gfn, block_end):
@@ -597,6 +645,83 @@ def tdp_mmu_zap_leafs(kvm: "Kvm", root: KvmMmuPage, start: int, end: int, can_yi
                 yield from tdp_mmu_iter_cond_resched(kvm, False)
         gfn = block_end
     rcu_read_unlock(host)
+    return 0
+
+
+# --- huge page splitting (the S-EPT hugepage series) ----------------------------------------------
+def tdp_mmu_split_huge_page(kvm: "Kvm", it: TdpIter, sp: KvmMmuPage, shared: bool) -> Gen:
+    """tdp_mmu_split_huge_page(): fill the new table with the 512 4 KiB SPTEs the huge SPTE maps
+    (make_small_spte()), then link it in the huge SPTE's place; for a mirror, the TDX module's entry is
+    demoted first (kvm_x86_ops.split_external_spte) -- no vCPU may see the 4 KiB SPTEs before the
+    S-EPT has them."""
+    host = kvm.host
+    head = spte_to_pfn(it.old_spte)
+    tdp_mmu_init_child_sp(host, sp, it)
+    for i in range(512):
+        tdp_write_spte(host, sp, i, make_spte(head + i))
+    if sp.is_mirror:
+        ret = yield from kvm.ops.split_external_spte(kvm, it.gfn, it.level, it.old_spte, sp)
+        if ret:
+            return ret
+    return (yield from tdp_mmu_link_sp(kvm, it, sp, shared))
+
+
+def tdp_mmu_split_huge_pages_root(kvm: "Kvm", root: KvmMmuPage, start: int, end: int, shared: bool) -> Gen:
+    """tdp_mmu_split_huge_pages_root(): split every 2 MiB leaf of `root` in [start, end) to 4 KiB.
+
+    Each new sp is allocated by tdp_mmu_alloc_sp_for_split() with RCU and mmu_lock dropped (it may
+    sleep), and for a mirror root the per-VM split cache is topped up in the same window when it runs
+    low (the hugepage series' need_topup/topup_external_per_vm_split_cache); then the walk re-reads the
+    entry (iter.yielded): another task may have split or zapped it meanwhile. An sp allocated but not
+    used is freed at the end."""
+    host = kvm.host
+    sp: KvmMmuPage | None = None
+    ret = 0
+    rcu_read_lock(host)
+    gfn = start & ~511
+    while gfn < end:
+        l2 = tdp_mmu_find_leaf_table(root, gfn, kvm.sp_by_spt, 2)
+        old = l2.sptes[spte_index(gfn, 2)] if l2 is not None and not root.invalid else SHADOW_NONPRESENT_VALUE
+        if not (is_shadow_present_pte(old) and is_large_pte(old)):
+            gfn += 512
+            continue
+        topup = root.is_mirror and kvm.ops.need_topup_external_per_vm_split_cache(kvm, 2)
+        if sp is None or topup:
+            rcu_read_unlock(host)
+            if shared:
+                read_unlock(host, kvm.mmu_lock)
+            else:
+                write_unlock(host, kvm.mmu_lock)
+            if topup:
+                kvm.ops.topup_external_per_vm_split_cache(kvm, 2)
+            if sp is None:
+                sp = tdp_mmu_alloc_sp_for_split(kvm, root.is_mirror)
+            if shared:
+                yield from read_lock(host, kvm.mmu_lock)
+            else:
+                yield from write_lock(host, kvm.mmu_lock)
+            rcu_read_lock(host)
+            continue  # iter.yielded: re-read the entry
+        if (ret := (yield from tdp_mmu_split_huge_page(kvm, TdpIter(l2, spte_index(gfn, 2), 2, gfn, old), sp, shared))):  # type: ignore[arg-type]
+            break
+        sp = None
+        gfn += 512
+    rcu_read_unlock(host)
+    if sp is not None:
+        yield from kvm.ops.tdp_mmu_free_unused_sp(kvm, sp)
+    return ret
+
+
+def kvm_split_cross_boundary_leafs(kvm: "Kvm", start: int, end: int) -> Gen:
+    """kvm_split_cross_boundary_leafs() for the mirror roots (write mmu_lock held): split the 2 MiB
+    leaves [start, end) covers only in part, so the zap that follows removes exactly the range (the
+    guest_memfd pre-zap arch hook of the hugepage series; the guest's 4 KiB accept uses it on one gfn)."""
+    lockdep_assert_held_write(kvm.host, kvm.mmu_lock)
+    for root in [r for r in kvm.roots if r.is_mirror]:
+        for g in sorted({start & ~511, (end - 1) & ~511}):
+            if not (start <= g and g + 512 <= end):
+                if (ret := (yield from tdp_mmu_split_huge_pages_root(kvm, root, g, g + 1, False))):
+                    return ret
     return 0
 
 

@@ -27,7 +27,10 @@ from ..virt import seamcall as S
 from ..virt.dpamt import (
     tdx_alloc_control_page,
     tdx_free_control_page,
+    tdx_free_pamt_cache,
     tdx_leak_page,
+    tdx_pamt_demote_pages,
+    tdx_pamt_demoted,
     tdx_pamt_get,
     tdx_pamt_keep,
     tdx_pamt_put,
@@ -51,6 +54,9 @@ if TYPE_CHECKING:
     from ..host.host import Host
 
 Gen = Generator[Op, object, int]
+PG_LEVEL_4K = 1
+PG_LEVEL_2M = 2
+KVM_PAGES_PER_HPAGE = {PG_LEVEL_4K: 1, PG_LEVEL_2M: 512}
 EBUSY = -16
 EIO = -5
 ENOMEM = -12
@@ -71,7 +77,7 @@ def cause_desc(cause: tuple[str, str, int, str] | None) -> str:
 
 
 def tdx_fault_cause(host: "Host", leaf: int, err: int, injected: bool, pfn: Any = None,
-                    gfn: Any = None) -> tuple[str, str, int, str] | None:
+                    gfn: Any = None, npages: int = 1) -> tuple[str, str, int, str] | None:
     """Checker bookkeeping, not kernel code: the injected SEAMCALL failure a TDX_BUG_ON is due to.
 
     An injected failure that reaches a failure report is its own cause and starts a TD chain (a BUSY
@@ -79,7 +85,7 @@ def tdx_fault_cause(host: "Host", leaf: int, err: int, injected: bool, pfn: Any 
     leaves the TD's epoch behind, which a later REMOVE meets as TDX_TLB_TRACKING_NOT_DONE. Any other
     genuine error is explained only through the same page or gfn, or -- for the TD-wide teardown
     leaves -- the TD chain (D17: "some fault was injected earlier" explains nothing by itself). The
-    page and gfn inherit the cause."""
+    page and gfn inherit the cause: all `npages` of them for a 2 MiB mapping."""
     fc = host.fault_causes
     cause: tuple[str, str, int, str] | None
     if injected:
@@ -96,10 +102,11 @@ def tdx_fault_cause(host: "Host", leaf: int, err: int, injected: bool, pfn: Any 
         if cause is None and (leaf in TD_CHAIN_LEAVES or (leaf == E.TDH_PHYMEM_PAGE_WBINVD and pfn is None)):
             cause = fc.get("td")
     if cause is not None:
-        if isinstance(pfn, int):
-            fc.setdefault(pfn, cause)
-        if gfn is not None:
-            fc.setdefault(("gfn", gfn), cause)
+        for i in range(npages):
+            if isinstance(pfn, int):
+                fc.setdefault(pfn + i, cause)
+            if gfn is not None:
+                fc.setdefault(("gfn", gfn + i), cause)
     return cause
 
 
@@ -108,7 +115,7 @@ def TDX_BUG_ON(err: int, leaf: int, kvm: Kvm | None, host: "Host", **ctx: Any) -
     if not err:
         return False
     injected = host.current.injected_error
-    cause = tdx_fault_cause(host, leaf, err, injected, ctx.get("pfn"), ctx.get("gfn"))
+    cause = tdx_fault_cause(host, leaf, err, injected, ctx.get("pfn"), ctx.get("gfn"), ctx.pop("npages", 1))
     host.probe.report(
         "TDX_BUG_ON", f"WARNING: {E.leaf_name(leaf)} failed: {E.err_desc(err)}",
         leaf=leaf, err=err, injected=injected, explained=cause is not None, cause=cause_desc(cause),
@@ -196,28 +203,42 @@ def tdx_sept_map_nonleaf_spte(kvm: Kvm, gfn: int, level: int, new_spte: int) -> 
 def tdx_sept_map_leaf_spte(kvm: Kvm, gfn: int, level: int, new_spte: int) -> Gen:
     """tdx_sept_map_leaf_spte(): [E4 PAMT get] + PAGE.ADD before finalize, PAGE.AUG after."""
     host = kvm.host
-    if KVM_BUG_ON(level != 1, kvm, "tdx_sept_map_leaf_spte", "level != PG_LEVEL_4K"):
+    if KVM_BUG_ON(level > PG_LEVEL_2M, kvm, "tdx_sept_map_leaf_spte", "level > PG_LEVEL_2M"):
         return EIO
     pfn = spte_to_pfn(new_spte)
     vcpu = running_vcpu(kvm)
     # DPAMT v6 #09: unconditional; a NULL cache would make tdx_pamt_get() sleep under mmu_lock (D3).
     if KVM_BUG_ON(vcpu is None, kvm, "tdx_sept_map_leaf_spte", "!vcpu"):
         return EIO
-    if (yield from tdx_pamt_get(host, pfn, vcpu.pamt_cache)):  # type: ignore[union-attr]
+    if (yield from tdx_pamt_get_4k(host, pfn, level, vcpu.pamt_cache)):  # type: ignore[union-attr]
         return EIO
     if kvm.tdx.state != TD_STATE_RUNNABLE:
         ret = yield from tdx_mem_page_add(kvm, gfn, level, pfn)
         if ret:
-            yield from tdx_pamt_put(host, pfn)
+            yield from tdx_pamt_put_4k(host, pfn, level)
         return ret
     err = yield from S.tdh_mem_page_aug(host, kvm.tdx.tdr, gfn, level, pfn)
     if E.tdx_operand_busy(err):
-        yield from tdx_pamt_put(host, pfn)
+        yield from tdx_pamt_put_4k(host, pfn, level)
         return EBUSY
     if TDX_BUG_ON(err, E.TDH_MEM_PAGE_AUG, kvm, host, pfn=pfn, gfn=gfn):
-        yield from tdx_pamt_put(host, pfn)
+        yield from tdx_pamt_put_4k(host, pfn, level)
         return EIO
     return 0
+
+
+def tdx_pamt_get_4k(host: "Host", pfn: int, level: int, cache: Any) -> Generator[Op, object, int]:
+    """tdx_pamt_get() for a guest mapping of `level`: "get/put iff mapping size is 4KB" -- a 2 MiB
+    mapping is covered by the static PAMT_2M."""
+    if level != PG_LEVEL_4K:
+        return 0
+    return (yield from tdx_pamt_get(host, pfn, cache))
+
+
+def tdx_pamt_put_4k(host: "Host", pfn: int, level: int) -> Generator[Op, object, None]:
+    """tdx_pamt_put() for a mapping of `level`: only 4 KiB mappings hold a PAMT_4K reference."""
+    if level == PG_LEVEL_4K:
+        yield from tdx_pamt_put(host, pfn)
 
 
 def tdx_mem_page_add(kvm: Kvm, gfn: int, level: int, pfn: int) -> Gen:
@@ -262,22 +283,72 @@ def tdx_sept_remove_leaf_spte(kvm: Kvm, gfn: int, level: int, old_spte: int) -> 
     if KVM_BUG_ON(not is_hkid_assigned(kvm.tdx), kvm, "tdx_sept_remove_leaf_spte", "!is_hkid_assigned(kvm_tdx)"):
         tdx_leak_page(host, pfn, "S-EPT leaf left mapped: HKID already released")
         return EIO
-    if KVM_BUG_ON(level != 1, kvm, "tdx_sept_remove_leaf_spte", "level != PG_LEVEL_4K"):
+    if KVM_BUG_ON(level > PG_LEVEL_2M, kvm, "tdx_sept_remove_leaf_spte", "level > PG_LEVEL_2M"):
         return EIO
     tdr = kvm.tdx.tdr
+    n = KVM_PAGES_PER_HPAGE[level]
     err = yield from kvm.ops.tdh_do_no_vcpus(S.tdh_mem_range_block, kvm, tdr, gfn, level)
-    if TDX_BUG_ON(err, E.TDH_MEM_RANGE_BLOCK, kvm, host, gfn=gfn, pfn=pfn):
+    if TDX_BUG_ON(err, E.TDH_MEM_RANGE_BLOCK, kvm, host, gfn=gfn, pfn=pfn, npages=n):
         return EIO
     yield from kvm.ops.tdx_track(kvm)
     err = yield from kvm.ops.tdh_do_no_vcpus(S.tdh_mem_page_remove, kvm, tdr, gfn, level)
-    if TDX_BUG_ON(err, E.TDH_MEM_PAGE_REMOVE, kvm, host, gfn=gfn, pfn=pfn):
+    if TDX_BUG_ON(err, E.TDH_MEM_PAGE_REMOVE, kvm, host, gfn=gfn, pfn=pfn, npages=n):
         return EIO
-    err = yield from S.tdh_phymem_page_wbinvd_hkid(host, kvm.tdx.hkid, pfn)
-    if TDX_BUG_ON(err, E.TDH_PHYMEM_PAGE_WBINVD, kvm, host, pfn=pfn):
-        tdx_pamt_keep(host, pfn)
+    # the huge-page series' tdh_phymem_page_wbinvd_hkid() flushes every 4 KiB page of the folio
+    err = yield from S.tdh_phymem_page_wbinvd_hkid(host, kvm.tdx.hkid, pfn, KVM_PAGES_PER_HPAGE[level])
+    if TDX_BUG_ON(err, E.TDH_PHYMEM_PAGE_WBINVD, kvm, host, pfn=pfn, npages=n):
+        if level == PG_LEVEL_4K:
+            tdx_pamt_keep(host, pfn)
         return EIO
     # tdx_quirk_reset_paddr(): MOVDIR64B only on X86_BUG_TDX_PW_MCE parts; no state change here.
-    yield from tdx_pamt_put(host, pfn)
+    yield from tdx_pamt_put_4k(host, pfn, level)
+    return 0
+
+
+# PAMT pages one split may take: the new S-EPT page's region (tdx_pamt_get) and the demoted 4 KiB level
+SPLIT_PAMT_PAGES = 2 * 2
+
+
+def tdx_need_topup_split_cache(kvm: Kvm, splits: int) -> bool:
+    """kvm_x86_ops.need_topup_external_per_vm_split_cache() (hugepage series; name per the series,
+    UNVERIFIED): fewer PAMT pages in the per-VM split cache than `splits` splits may take."""
+    return kvm.host.tdx.dpamt and len(kvm.tdx.split_pamt_cache.pages) < SPLIT_PAMT_PAGES * splits
+
+
+def tdx_topup_split_cache(kvm: Kvm, splits: int = 2) -> None:
+    """kvm_x86_ops.topup_external_per_vm_split_cache(): fill the per-VM split cache for `splits` splits
+    with GFP_KERNEL_ACCOUNT -- outside mmu_lock (the split path drops it to call this)."""
+    tdx_topup_pamt_cache(kvm.host, kvm.tdx.split_pamt_cache, SPLIT_PAMT_PAGES * splits // 2)
+
+
+def tdx_sept_split_private_spte(kvm: Kvm, gfn: int, level: int, old_spte: int, sp: KvmMmuPage) -> Gen:
+    """tdx_sept_split_private_spte() (kvm_x86_ops.split_external_spte; the S-EPT hugepage series):
+    under write mmu_lock, [a PAMT reference for the new S-EPT page], RANGE.BLOCK of the 2 MiB leaf ->
+    tdx_track() -> TDH.MEM.PAGE.DEMOTE with sp->external_spt (and, under DPAMT, the PAMT pages of the new
+    4 KiB level), BLOCK and DEMOTE through tdh_do_no_vcpus(). No UNBLOCK after a successful DEMOTE.
+    Any other failure is TDX_BUG_ON: the VM is bugged and the split fails (-EIO)."""
+    host = kvm.host
+    lockdep_assert_held_write(host, kvm.mmu_lock)
+    if KVM_BUG_ON(level != PG_LEVEL_2M, kvm, "tdx_sept_split_private_spte", "level != PG_LEVEL_2M"):
+        return EIO
+    head = spte_to_pfn(old_spte)
+    page = sp.external_spt
+    cache = kvm.tdx.split_pamt_cache
+    if (yield from tdx_pamt_get(host, page, cache)):
+        return EIO
+    tdr = kvm.tdx.tdr
+    err = yield from kvm.ops.tdh_do_no_vcpus(S.tdh_mem_range_block, kvm, tdr, gfn, level)
+    if TDX_BUG_ON(err, E.TDH_MEM_RANGE_BLOCK, kvm, host, gfn=gfn, pfn=head, npages=512):
+        yield from tdx_pamt_put(host, page)
+        return EIO
+    yield from kvm.ops.tdx_track(kvm)
+    pamt = tdx_pamt_demote_pages(host, cache)
+    err = yield from kvm.ops.tdh_do_no_vcpus(S.tdh_mem_page_demote, kvm, tdr, gfn, level, page, pamt)
+    if TDX_BUG_ON(err, E.TDH_MEM_PAGE_DEMOTE, kvm, host, gfn=gfn, pfn=head, npages=512):
+        cache.pages.extend(pamt or ())
+        yield from tdx_pamt_put(host, page)
+        return EIO
+    tdx_pamt_demoted(host, head, pamt)
     return 0
 
 
@@ -583,6 +654,7 @@ def kvm_arch_vcpu_load(vcpu: KvmVcpu) -> Gen:
 def tdx_vm_destroy(kvm: Kvm) -> Gen:
     """tdx_vm_destroy(): tdx_reclaim_td_control_pages(), then the TD state is UNINITIALIZED."""
     yield from tdx_reclaim_td_control_pages(kvm)
+    tdx_free_pamt_cache(kvm.host, kvm.tdx.split_pamt_cache)
     kvm.tdx.state = TD_STATE_UNINITIALIZED
     return 0
 

@@ -47,6 +47,7 @@ from .tdp_mmu import (
     RET_PF_FIXED,
     RET_PF_RETRY,
     KvmPageFault,
+    kvm_split_cross_boundary_leafs,
     kvm_tdp_mmu_alloc_root,
     kvm_tdp_mmu_invalidate_roots,
     kvm_tdp_mmu_map,
@@ -125,7 +126,8 @@ def kvm_tdp_page_fault(vcpu: KvmVcpu, gfn: int, private: bool) -> Gen:
     if private == (gfn in kvm.shared_gfns):
         return 0
     if private:
-        fault.pfn = kvm_gmem_get_pfn(kvm, gfn)
+        fault.pfn, order = kvm_gmem_get_pfn(kvm, gfn)
+        kvm_mmu_hugepage_adjust(fault, kvm_max_private_mapping_level(kvm, gfn, order))
     else:  # __kvm_faultin_pfn() -> hva_to_pfn(): GUP takes a page reference
         pfn = yield from get_user_pages_unlocked(host, gfn)
         if pfn < 0:
@@ -139,6 +141,39 @@ def kvm_tdp_page_fault(vcpu: KvmVcpu, gfn: int, private: bool) -> Gen:
     if not private:  # kvm_mmu_finish_page_fault() -> kvm_release_faultin_page(), still under mmu_lock
         put_page(host, fault.pfn)
     read_unlock(host, kvm.mmu_lock)
+    return ret
+
+
+def kvm_max_private_mapping_level(kvm: Kvm, gfn: int, order: int) -> int:
+    """kvm_max_private_mapping_level() (+ the hugepage series' hugepage_test_guest_inhibit() and TDX's
+    2 MiB cap): a 2 MiB mapping only from a whole 2 MiB folio -- whose region is then all private --
+    of a region the guest has not accepted at 4 KiB. MODEL: no 1 GiB mappings."""
+    if order < 9 or (gfn >> 9) in kvm.guest_inhibit:
+        return 1
+    return 2
+
+
+def kvm_mmu_hugepage_adjust(fault: KvmPageFault, max_level: int) -> None:
+    """kvm_mmu_hugepage_adjust(): the goal level is the max level; a huge goal maps the folio's head
+    (fault->pfn &= ~(pages - 1))."""
+    fault.goal_level = max_level
+    if max_level > 1:
+        fault.pfn &= ~((1 << (9 * (max_level - 1))) - 1)
+
+
+def tdx_honor_accept_level(vcpu: KvmVcpu, gfn: int) -> Gen:
+    """The hugepage series' "Honor the guest's accept level contained in an EPT violation": the guest
+    accepts gfn at 4 KiB, so its 2 MiB region is never mapped huge again (hugepage_set_guest_inhibit())
+    and a 2 MiB mirror mapping of it is split now, under write mmu_lock, with the per-VM split cache
+    topped up first. MODEL (UNVERIFIED detail): done on every such EPT violation; a fault that still
+    meets a 2 MiB leaf (mapped by a racing fault that read the max level before the inhibit) retries."""
+    kvm = vcpu.kvm
+    host = kvm.host
+    kvm.guest_inhibit.add(gfn >> 9)
+    T.tdx_topup_split_cache(kvm)
+    yield from write_lock(host, kvm.mmu_lock)
+    ret = yield from kvm_split_cross_boundary_leafs(kvm, gfn, gfn + 1)
+    write_unlock(host, kvm.mmu_lock)
     return ret
 
 
@@ -197,12 +232,15 @@ def tdx_vcpu_enter_exit(vcpu: KvmVcpu) -> Gen:
     return 0
 
 
-def tdx_handle_ept_violation(vcpu: KvmVcpu, gfn: int, private: bool, max_retries: int) -> Gen:
+def tdx_handle_ept_violation(vcpu: KvmVcpu, gfn: int, private: bool, max_retries: int,
+                             accept_4k: bool = False) -> Gen:
     """tdx_handle_ept_violation(): private faults retry locally (zero-step mitigation) until fixed, the
     VM is dead, or the memslot is KVM_MEMSLOT_INVALID -- "this task needs to drop SRCU in order to let
     memslot deletion complete" (6.18). MODEL: pending events/signals are the bound max_retries."""
     kvm = vcpu.kvm
     for _ in range(max_retries):
+        if private and accept_4k and kvm.gmem_huge:
+            yield from tdx_honor_accept_level(vcpu, gfn)
         ret = yield from kvm_tdp_page_fault(vcpu, gfn, private)
         if ret != RET_PF_RETRY or kvm.bugged:
             return ret
@@ -239,7 +277,7 @@ def vcpu_run(kvm: Kvm, vcpu: KvmVcpu, accesses: Iterable[tuple[int, bool]], max_
              "wait for TD_STATE_RUNNABLE")
     yield from mutex_lock(kvm.host, vcpu.mutex)
     srcu_read_lock(kvm)  # vcpu_run(): kvm_vcpu_srcu_read_lock()
-    for gfn, private in accesses:
+    for gfn, private, accept_4k in accesses:
         if kvm.bugged or kvm.setup_failed:
             break
         vcpu.guest_access = (gfn, private)
@@ -249,7 +287,7 @@ def vcpu_run(kvm: Kvm, vcpu: KvmVcpu, accesses: Iterable[tuple[int, bool]], max_
             yield from kvm.ops.tdx_vcpu_run(vcpu)
             srcu_read_lock(kvm)
             vcpu.invalid_slot_retries = 0
-            ret = yield from tdx_handle_ept_violation(vcpu, gfn, private, max_retries)
+            ret = yield from tdx_handle_ept_violation(vcpu, gfn, private, max_retries, accept_4k)
             if ret != RET_PF_RETRY or kvm.memslot != KVM_MEMSLOT_INVALID or kvm.bugged:
                 break
             # MODEL: the guest re-faults until the deletion completes; its SRCU-free trips are one wait.
@@ -327,7 +365,7 @@ def tdx_vcpu_init_mem_region(vcpu: KvmVcpu, region: list[tuple[int, bool]], srcs
         if gfn in kvm.shared_gfns:
             ret = -22
         else:
-            ret = yield from tdx_gmem_post_populate(kvm, vcpu, gfn, kvm_gmem_get_pfn(kvm, gfn), src, measure)
+            ret = yield from tdx_gmem_post_populate(kvm, vcpu, gfn, kvm_gmem_get_pfn(kvm, gfn)[0], src, measure)
         up_write(host, kvm.gmem_invalidate_lock)
         if ret:
             return ret

@@ -12,7 +12,8 @@ from typing import Any
 
 HOOKS = (
     # kvm_x86_ops members (E3: only set_external_spte and free_external_spt remain; E4 adds topup)
-    "set_external_spte", "free_external_spt", "topup_external_cache",
+    "set_external_spte", "free_external_spt", "topup_external_cache", "split_external_spte",
+    "need_topup_external_per_vm_split_cache", "topup_external_per_vm_split_cache",
     # TDX glue functions
     "tdx_sept_map_nonleaf_spte", "tdx_sept_map_leaf_spte", "tdx_sept_remove_leaf_spte", "tdx_track",
     "tdh_do_no_vcpus", "tdx_vcpu_init", "tdx_vcpu_run",
@@ -38,6 +39,9 @@ def default_ops() -> SimpleNamespace:
         "set_external_spte": tdx.tdx_sept_set_private_spte,
         "free_external_spt": tdx.tdx_sept_free_private_spt,
         "topup_external_cache": tdx.tdx_topup_external_cache,
+        "split_external_spte": tdx.tdx_sept_split_private_spte,
+        "need_topup_external_per_vm_split_cache": tdx.tdx_need_topup_split_cache,
+        "topup_external_per_vm_split_cache": tdx.tdx_topup_split_cache,
         "tdx_sept_map_nonleaf_spte": tdx.tdx_sept_map_nonleaf_spte,
         "tdx_sept_map_leaf_spte": tdx.tdx_sept_map_leaf_spte,
         "tdx_sept_remove_leaf_spte": tdx.tdx_sept_remove_leaf_spte,

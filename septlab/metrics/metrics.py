@@ -32,6 +32,8 @@ class Metrics:
     pamt_add: int = 0
     pamt_remove: int = 0
     peak_pamt_refs: int = 0  # 4K pages holding a DPAMT reference at once (speculative PAMT shows here)
+    splits: int = 0  # 2 MiB mirror mappings demoted (successful TDH.MEM.PAGE.DEMOTE)
+    split_pamt_pages: int = 0  # PAMT pages those DEMOTEs installed for the new 4 KiB level (DPAMT)
     leaked_pages: int = 0
     leak_reasons: dict[str, int] = field(default_factory=dict)
     series: list[tuple[int, int]] = field(default_factory=list)  # (step, host pages in use)
@@ -84,6 +86,8 @@ class Metrics:
             "pamt_add": self.pamt_add,
             "pamt_remove": self.pamt_remove,
             "peak_pamt_refs": self.peak_pamt_refs,
+            "splits": self.splits,
+            "split_pamt_pages": self.split_pamt_pages,
             "leaked_pages": self.leaked_pages,
             "leak_reasons": dict(sorted(self.leak_reasons.items())),
         }

@@ -71,7 +71,9 @@ RANGE = {"type": "object", "additionalProperties": False, "required": ["gfn"], "
 IMAGE = {"type": "object", "additionalProperties": False, "required": ["gfn"],
          "properties": {"gfn": GFN, "count": COUNT, "measure": {"type": "boolean"}}}
 ACCESS = {"type": "object", "additionalProperties": False, "required": ["gfn"],
-          "properties": {"gfn": GFN, "count": COUNT, "shared": {"type": "boolean"}}}
+          "properties": {"gfn": GFN, "count": COUNT, "shared": {"type": "boolean"},
+                         # the guest's TDG.MEM.PAGE.ACCEPT level for a private page (2M: the default)
+                         "accept": {"enum": ["4K", "2M"]}}}
 AFTER = {"type": "object", "additionalProperties": False, "required": ["vcpu", "accesses"],
          "properties": {"vcpu": VCPU_ID, "accesses": {"type": "integer", "minimum": 1, "maximum": MAX_STEPS}}}
 # Exactly one key. (A oneOf of three schemas said the same, at three times the validation cost per op.)
@@ -111,6 +113,8 @@ PROPERTIES: dict[str, Any] = {
     "max_faults": {"type": "integer", "minimum": 0, "maximum": MAX_FAULTS,
                    "description": "at most this many injected failures per run"},
     "image": {"type": "array", "maxItems": MAX_ITEMS, "items": IMAGE},
+    "hugepages": {"type": "boolean",
+                  "description": "guest_memfd with 2 MiB folios: private memory mapped at 2 MiB where it can be"},
     "shared": {"type": "array", "maxItems": MAX_ITEMS, "items": RANGE,
                "description": "gfns userspace makes shared (KVM_SET_MEMORY_ATTRIBUTES) before the TD runs"},
     "faults": {"type": "object", "propertyNames": {"enum": sorted(E.LEAF_BY_NAME)},

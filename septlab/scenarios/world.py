@@ -38,12 +38,14 @@ class World:
     dpamt: bool
 
 
-def _accesses(scn: Scenario, items: list[dict[str, Any]]) -> Iterator[tuple[int, bool]]:
+def _accesses(scn: Scenario, items: list[dict[str, Any]]) -> Iterator[tuple[int, bool, bool]]:
+    """(gfn, private, the guest accepts it at 4 KiB) for each guest access of a vCPU."""
     for a in items:
         shared = bool(a.get("shared", False))
+        accept_4k = a.get("accept") == "4K"
         g = a["gfn"]
         for i in range(scn.count(a.get("count"))):
-            yield g + i, not shared
+            yield g + i, not shared, accept_4k
 
 
 def zapper_run(kvm: Kvm, scn: Scenario, ops: list[dict[str, Any]],
@@ -110,6 +112,7 @@ def build_world(scn: Scenario, variant: Variant, dpamt: bool, probe: Probe | Non
     host.patches = variant.patches()  # kernel functions the variant replaces outside the hook table
     activate(host.patches)
     kvm = Kvm(host, variant.build_ops(), cache_capacity=scn.cache_capacity)
+    kvm.gmem_huge = bool(scn.data.get("hugepages", False))
     mmu_notifier_register(host.mm, KvmMmuNotifier(kvm))  # KVM_CREATE_VM: kvm_init_mmu_notifier()
     for item in scn.data.get("shared", []):  # KVM_SET_MEMORY_ATTRIBUTES(shared) before the TD runs
         kvm.shared_gfns.update(range(item["gfn"], item["gfn"] + scn.count(item.get("count"))))

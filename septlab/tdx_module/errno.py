@@ -96,6 +96,9 @@ TDX_EPT_ENTRY_FREE = 0xC0000B0100000000
 TDX_EPT_ENTRY_NOT_FREE = 0xC0000B0200000000
 TDX_EPT_PAGE_NOT_FREE = 0xC0000B0E00000000
 TDX_OPERAND_ADDR_RANGE_ERROR = 0xC000010100000000
+# module 1.5.01 tdx_error_codes_defs.h; the DPAMT module's pamt_demote() returns it for a PAMT page that
+# is not free (TDH.MEM.PAGE.DEMOTE, operand R12 / R13)
+TDX_PAGE_NOT_FREE = 0xC000030300000000
 # MODEL: DPAMT's module error names are UNVERIFIED; these two reuse the closest documented class.
 TDX_HPA_RANGE_NOT_FREE = TDX_EPT_PAGE_NOT_FREE
 TDX_PAMT_NOT_BACKED = TDX_PAGE_METADATA_INCORRECT
@@ -103,14 +106,20 @@ TDX_PAMT_NOT_BACKED = TDX_PAGE_METADATA_INCORRECT
 # Operand ids carried in the low 32 bits of a status (api_error_with_operand_id(); module
 # include/auto_gen/tdx_error_codes_defs.h OPERAND_ID_*). The kernel header names RCX, TDR, SEPT (the
 # module's OPERAND_ID_SEPT_TREE: the S-EPT tree lock) and TD_EPOCH; RDX (the register holding the TDR
-# of the S-EPT leaves, whose explicit TDR lock reports it) is the module's.
+# of the S-EPT leaves, whose explicit TDR lock reports it) is the module's, and so are R8 (the page
+# of PAGE.AUG, the new S-EPT page of PAGE.DEMOTE) and R12 / R13 (DEMOTE's two PAMT pages under DPAMT).
 TDX_OPERAND_ID_RCX = 0x01
 TDX_OPERAND_ID_RDX = 0x02
+TDX_OPERAND_ID_R8 = 0x08
+TDX_OPERAND_ID_R12 = 0x0C
+TDX_OPERAND_ID_R13 = 0x0D
 TDX_OPERAND_ID_TDR = 0x80
 TDX_OPERAND_ID_SEPT = 0x92
 TDX_OPERAND_ID_TD_EPOCH = 0xA9
 OPERAND_ID_NAMES: dict[int, str] = {
     TDX_OPERAND_ID_RCX: "TDX_OPERAND_ID_RCX", TDX_OPERAND_ID_RDX: "TDX_OPERAND_ID_RDX",
+    TDX_OPERAND_ID_R8: "TDX_OPERAND_ID_R8", TDX_OPERAND_ID_R12: "TDX_OPERAND_ID_R12",
+    TDX_OPERAND_ID_R13: "TDX_OPERAND_ID_R13",
     TDX_OPERAND_ID_TDR: "TDX_OPERAND_ID_TDR", TDX_OPERAND_ID_SEPT: "TDX_OPERAND_ID_SEPT",
     TDX_OPERAND_ID_TD_EPOCH: "TDX_OPERAND_ID_TD_EPOCH"}
 

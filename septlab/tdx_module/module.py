@@ -14,17 +14,19 @@ first, then the TDCS state checks, then the S-EPT tree, the walk, the entry); [o
 * TDR (`Td.tdr_lock`, the TDR page's PAMT lock): exclusive in MNG.ADDCX, PAGE.ADD [RDX], MNG.INIT,
   KEY.CONFIG, MR.FINALIZE, VPFLUSHDONE, KEY.FREEID [RCX] and TDH.VP.INIT [TDR] (MODEL: the version-1
   leaf the kernel passes takes it exclusively, per 9a89894f30d5's changelog; 1.5.01's version 0 takes
-  it shared); shared in SEPT.ADD, AUG, BLOCK, REMOVE, VP.CREATE [RDX], TRACK [RCX], VP.ADDCX,
+  it shared); shared in SEPT.ADD, AUG, BLOCK, REMOVE, DEMOTE, VP.CREATE [RDX], TRACK [RCX], VP.ADDCX,
   VP.FLUSH, RECLAIM [TDR], and by TDH.VP.ENTER from the entry until the TD exit (td_exit.c drops it).
 * S-EPT tree (`Td.sept_lock`, secure_ept_lock via lock_sept_check_and_walk_private_gpa()) [SEPT]:
-  exclusive in BLOCK, shared in SEPT.ADD, AUG, REMOVE; exclusive in TDH.VP.ENTER's zero-step
-  stepping filter (td_entry_stepping_filter()).
-* S-EPT entry (`Td.sept_entry_lock`, sept_lock_acquire_host()) [RCX]: SEPT.ADD, AUG, BLOCK, REMOVE
-  on their entry; guest TDCALLs (TDG.MEM.PAGE.ACCEPT) take it guest-side (not modelled).
+  exclusive in BLOCK, shared in SEPT.ADD, AUG, REMOVE, DEMOTE (tdh_mem_page_demote.c takes it
+  shared in 1.5.01 and in the DPAMT module alike); exclusive in TDH.VP.ENTER's zero-step stepping
+  filter (td_entry_stepping_filter()).
+* S-EPT entry (`Td.sept_entry_lock`, sept_lock_acquire_host()) [RCX]: SEPT.ADD, AUG, BLOCK, REMOVE,
+  DEMOTE on their entry; guest TDCALLs (TDG.MEM.PAGE.ACCEPT) take it guest-side (not modelled).
 * TD epoch (`Td.epoch_lock`) [TD_EPOCH]: exclusive in TRACK, shared in TDH.VP.ENTER
   (adjust_tlb_tracking_state()).
-* MODEL: not modelled: the TDVPR lock, the TDCS op_state lock, the PAMT locks of the other pages,
-  the KOT lock and the host-priority bit (TDX_OPERAND_BUSY_HOST_PRIORITY).
+* MODEL: not modelled: the TDVPR lock, the TDCS op_state lock, the PAMT locks of the other pages
+  (e.g. the 2M PAMT entry PAGE.REMOVE and DEMOTE lock), the KOT lock and the host-priority bit
+  (TDX_OPERAND_BUSY_HOST_PRIORITY).
 
 Windows. A method runs atomically, so an atomic leaf's locks only show as a check against holders
 that span model steps. A leaf spans steps only where the module holds a lock across a window another
@@ -44,9 +46,9 @@ release half, the kernel wrapper (virt/seamcall.py) announcing a step in between
 * TDH.VP.INIT and TDH.MR.FINALIZE: the TDR exclusively, while the TDVPS is initialised / the
   measurement finalised.
 
-Everything else is one step: S-EPT leaves, TRACK, the teardown leaves, and PAGE.ADD, which KVM issues
-under mmu_lock and the guest_memfd invalidate lock, so no zap can meet it. tdh_vp_enter(),
-tdh_vp_init() and tdh_mr_finalize() are begin + end in one call.
+Everything else is one step: S-EPT leaves (DEMOTE included), TRACK, the teardown leaves, and
+PAGE.ADD, which KVM issues under mmu_lock and the guest_memfd invalidate lock, so no zap can meet it.
+tdh_vp_enter(), tdh_vp_init() and tdh_mr_finalize() are begin + end in one call.
 """
 
 from __future__ import annotations
@@ -54,13 +56,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import errno as E
-from .pamt import PT_EPT, PT_NDA, PT_PAMT, PT_REG, PT_TDCX, PT_TDR, PT_TDVPR, Pamt
+from .pamt import PAGES_PER_2M, PT_EPT, PT_NDA, PT_PAMT, PT_REG, PT_TDCX, PT_TDR, PT_TDVPR, Pamt
 from .sept import (
     BLOCK_OF,
     BLOCKED_STATES,
     LEAF_PRESENT,
+    PG_LEVEL_1G,
+    PG_LEVEL_2M,
     PG_LEVEL_4K,
     ROOT_LEVEL,
+    SEPT_BLOCKED,
     SEPT_FREE,
     SEPT_MAPPED,
     SEPT_NL_MAPPED,
@@ -92,12 +97,29 @@ class TdxModule:
     tdvpr_to_tdr: dict[int, int] = field(default_factory=dict)
 
     # --- helpers -------------------------------------------------------------------------------------
-    def _gift_check(self, page: int) -> int:
-        """A page handed to the module must be PT_NDA and, with DPAMT, have its 4K PAMT installed."""
+    def _gift_check(self, page: int, op: int = E.TDX_OPERAND_ID_RCX) -> int:
+        """A 4 KiB page handed to the module must be PT_NDA and, with DPAMT, have its 4K PAMT installed
+        (`op`: the operand id reported; MODEL: the older leaves report RCX whatever register held it)."""
         if self.pamt.type_of(page) != PT_NDA:
-            return E.TDX_PAGE_METADATA_INCORRECT | E.TDX_OPERAND_ID_RCX
+            return E.TDX_PAGE_METADATA_INCORRECT | op
         if self.dpamt and (page >> 9) not in self.pamt.backing:
-            return E.TDX_PAMT_NOT_BACKED | E.TDX_OPERAND_ID_RCX
+            return E.TDX_PAMT_NOT_BACKED | op
+        return E.TDX_SUCCESS
+
+    def _gift_check_2m(self, head: int) -> int:
+        """check_and_lock_free_range_hpa(page, OPERAND_ID_R8, PT_2MB) of a 2M PAGE.AUG (helpers.c): the page
+        2 MiB-aligned (else TDX_OPERAND_INVALID|R8), its PAMT_2M entry PT_NDA and every 4 KiB page of the
+        range PT_NDA (pamt_is_2mb_range_free(); else TDX_PAGE_METADATA_INCORRECT|R8). No PAMT_4K backing
+        is needed: a 2 MiB page uses the static PAMT_2M. MODEL: under DPAMT a region whose PAMT_4K level
+        is installed has a PT_PAMT (non-leaf) PAMT_2M entry, so it is refused the same way (read from the
+        DPAMT module's tdh_phymem_pamt_add.c and pamt_demote(); its 2M AUG path itself is UNVERIFIED)."""
+        if head % PAGES_PER_2M:
+            return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_R8
+        if self.dpamt and (head >> 9) in self.pamt.backing:
+            return E.TDX_PAGE_METADATA_INCORRECT | E.TDX_OPERAND_ID_R8
+        ptype = self.pamt.ptype
+        if any(p in ptype for p in range(head, head + PAGES_PER_2M)):  # absent from ptype == PT_NDA
+            return E.TDX_PAGE_METADATA_INCORRECT | E.TDX_OPERAND_ID_R8
         return E.TDX_SUCCESS
 
     def _td(self, tdr: int) -> Td | None:
@@ -365,17 +387,28 @@ class TdxModule:
         return E.TDX_SUCCESS
 
     def _map_leaf(self, tdr: int, gfn: int, level: int, page: int, runnable: bool, state: int) -> int:
-        """PAGE.ADD (TDR exclusive, which excludes every S-EPT walker: no tree or entry lock) or
-        PAGE.AUG (TDR shared, S-EPT tree shared, the entry's host lock)."""
+        """PAGE.ADD (TDR exclusive, which excludes every S-EPT walker: no tree or entry lock; 4K only,
+        verify_page_info_input(LVL_PT, LVL_PT)) or PAGE.AUG (TDR shared, S-EPT tree shared, the entry's
+        host lock; 4K or 2M, verify_page_info_input(LVL_PT, LVL_PD)).
+
+        A 2M AUG (tdh_mem_page_aug.c): the gfn 512-aligned (verify_page_info_input(), before the walk:
+        TDX_OPERAND_INVALID|RCX); the walk to level 2 (the level-3 entry NL_MAPPED); the level-2 entry
+        FREE or REMOVED (an S-EPT table there, NL_MAPPED, is TDX_EPT_ENTRY_STATE_INCORRECT); then the
+        2 MiB page free (_gift_check_2m(), operand R8). Effect: its 512 pages PT_REG, child count
+        + 512 (1 << 9 * level), the entry PENDING pointing at the head pfn. MODEL: a level the leaf does
+        not take is TDX_EPT_WALK_FAILED (conformance pin leaf-level-error-code)."""
         td = self._td(tdr)
         err = self._sept_ready(td, initialized=True, ex=not runnable)
         if err:
             return err
         if (td.op_state == OP_STATE_RUNNABLE) != runnable:
             return E.TDX_OP_STATE_INCORRECT
+        huge = runnable and level == PG_LEVEL_2M
+        if huge and gfn % PAGES_PER_2M:
+            return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_RCX
         if runnable and td.sept_lock < 0:
             return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_SEPT
-        if level != PG_LEVEL_4K or not self._walk_ok(td, gfn, level):
+        if (level != PG_LEVEL_4K and not huge) or not self._walk_ok(td, gfn, level):
             return E.TDX_EPT_WALK_FAILED
         key = entry_key(level, gfn)
         if key in td.sept_entry_lock:
@@ -383,21 +416,27 @@ class TdxModule:
         allowed = (SEPT_FREE, SEPT_REMOVED) if runnable else (SEPT_FREE,)  # a.5: AUG also from REMOVED
         if td.sept_state.get(key, SEPT_FREE) not in allowed:
             return E.TDX_EPT_ENTRY_STATE_INCORRECT | E.TDX_OPERAND_ID_SEPT
-        err = self._gift_check(page)
+        err = self._gift_check_2m(page) if huge else self._gift_check(page)
         if err:
             return err
-        self.pamt.assign(page, PT_REG, tdr)
-        td.child_count += 1
+        if huge:
+            self.pamt.assign_2m(page, PT_REG, tdr)
+            td.child_count += PAGES_PER_2M
+        else:
+            self.pamt.assign(page, PT_REG, tdr)
+            td.child_count += 1
         td.sept_state[key] = state
         td.sept_page[key] = page
         return E.TDX_SUCCESS
 
     def tdh_mem_page_add(self, tdr: int, gfn: int, level: int, page: int) -> int:
-        """TDH.MEM.PAGE.ADD: add an initial-image page before MR.FINALIZE (entry -> MAPPED)."""
+        """TDH.MEM.PAGE.ADD: add an initial-image page before MR.FINALIZE (entry -> MAPPED). 4 KiB only,
+        as tdh_mem_page_add.c (verify_page_info_input(LVL_PT, LVL_PT)): no 2M PAGE.ADD."""
         return self._map_leaf(tdr, gfn, level, page, runnable=False, state=SEPT_MAPPED)
 
     def tdh_mem_page_aug(self, tdr: int, gfn: int, level: int, page: int) -> int:
-        """TDH.MEM.PAGE.AUG: add a page to a runnable TD (entry -> PENDING until the guest accepts)."""
+        """TDH.MEM.PAGE.AUG: add a 4 KiB or 2 MiB page to a runnable TD (entry -> PENDING until the guest
+        accepts); see _map_leaf() for the 2M checks."""
         return self._map_leaf(tdr, gfn, level, page, runnable=True, state=SEPT_PENDING)
 
     def tdh_mem_range_block(self, tdr: int, gfn: int, level: int) -> int:
@@ -437,8 +476,10 @@ class TdxModule:
         return E.TDX_SUCCESS
 
     def tdh_mem_page_remove(self, tdr: int, gfn: int, level: int) -> tuple[int, int]:
-        """TDH.MEM.PAGE.REMOVE: unmap a leaf; a runnable TD needs it blocked and TLB-tracked first
-        (TDR shared, S-EPT tree shared, the entry's host lock)."""
+        """TDH.MEM.PAGE.REMOVE: unmap a 4 KiB or 2 MiB leaf; a runnable TD needs it blocked and TLB-tracked
+        first (TDR shared, S-EPT tree shared, the entry's host lock). Returns the (head) pfn; a 2M leaf
+        releases its 512 pages, child count - 512 (tdh_mem_page_remove.c: 1 << 9 * level). MODEL: no 1G
+        leaves (a level-3 REMOVE is TDX_EPT_ENTRY_STATE_INCORRECT, conformance private-leaves-4k-only)."""
         td = self._td(tdr)
         err = self._sept_ready(td, initialized=True) or self._sept_busy(td, False)
         if err:
@@ -449,7 +490,7 @@ class TdxModule:
         if key in td.sept_entry_lock:
             return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_RCX, -1
         st = td.sept_state.get(key, SEPT_FREE)
-        if level != PG_LEVEL_4K or st not in LEAF_PRESENT:
+        if level not in (PG_LEVEL_4K, PG_LEVEL_2M) or st not in LEAF_PRESENT:
             return E.TDX_EPT_ENTRY_STATE_INCORRECT | E.TDX_OPERAND_ID_SEPT, -1
         if td.op_state == OP_STATE_RUNNABLE:
             if st not in BLOCKED_STATES:
@@ -459,9 +500,106 @@ class TdxModule:
         page = td.sept_page.pop(key)
         del td.sept_state[key]
         td.sept_bepoch.pop(key, None)
-        self.pamt.release(page)
-        td.child_count -= 1
+        if level == PG_LEVEL_2M:
+            self.pamt.release_2m(page)
+            td.child_count -= PAGES_PER_2M
+        else:
+            self.pamt.release(page)
+            td.child_count -= 1
         return E.TDX_SUCCESS, page
+
+    def tdh_mem_page_demote(self, tdr: int, gfn: int, level: int, new_sept_page: int,
+                            pamt_pages: tuple[int, int] | None = None) -> int:
+        """TDH.MEM.PAGE.DEMOTE (tdh_mem_page_demote.c): split the 2 MiB leaf at (gfn, level) into 512 4 KiB
+        leaves in `new_sept_page`, which becomes the S-EPT page below the entry.
+
+        Checks, in the module's order (each failure without side effect): the TDR shared [RDX] and the
+        op-state (seamcall_state_lookup row 15: past MNG.INIT); verify_page_info_input(LVL_PD, LVL_PDPT):
+        a level other than 2M or 1G, or a gfn not aligned to it, is TDX_OPERAND_INVALID|RCX; the S-EPT
+        tree SHARED [SEPT]; the walk (TDX_EPT_WALK_FAILED|RCX); the entry's host lock [RCX]; the entry
+        state (seamcall_sept_state_lookup row 15: MAPPED, BLOCKED, PENDING, PENDING_BLOCKED, else
+        TDX_EPT_ENTRY_STATE_INCORRECT|RCX); when the op-state requires TLB tracking (RUNNABLE) the entry
+        blocked (TDX_GPA_RANGE_NOT_BLOCKED|RCX) and its BLOCK epoch tracked (TDX_TLB_TRACKING_NOT_DONE|RCX):
+        DEMOTE does not support NON-BLOCKING-RESIZE yet; the new S-EPT page PT_NDA and, with DPAMT,
+        backed [R8] (_gift_check()); with DPAMT, pamt_demote()'s checks of `pamt_pages`, the two pages
+        of the new PAMT_4K level [R12, R13]: PT_NDA and distinct, else TDX_PAGE_NOT_FREE (as the DPAMT
+        module: its dynamic_pamt_4k_bitmap_set() fails for the second use of a page). Without DPAMT
+        `pamt_pages` is ignored (the static PAMT_4K level takes the split).
+
+        Effect: the new page PT_EPT, child count + 1; the entry NL_MAPPED with sept_page = the new page
+        (the module unblocks the copy it splits: no RANGE.UNBLOCK needed); 512 level-1 entries MAPPED
+        (from MAPPED / BLOCKED) or PENDING (from PENDING / PENDING_BLOCKED), entry i -> head + i; the 512
+        pages counted as 4 KiB assignments of their region (Pamt.demote_2m()) and, with DPAMT, the
+        region's PAMT_4K level installed from `pamt_pages` (Pamt.install_backing(), as PAMT.ADD).
+
+        Statuses carry the module's operand ids (the older leaves keep pinned bare / S-EPT-tree ones:
+        septlab/conformance/data/simplifications.yaml). UNVERIFIED: no `pamt_pages` under DPAMT is
+        TDX_OPERAND_INVALID|R12 here; the module reads R12/R13 whatever the caller left there (pamt_demote():
+        OPERAND_INVALID|R12 for an HPA with HKID bits, misaligned or above MAX_PA, OPERAND_ADDR_RANGE_ERROR
+        |R12 outside every TDMR), so the exact code depends on those register values. Likewise UNVERIFIED:
+        a PAMT page equal to the new S-EPT page is TDX_OPERAND_BUSY|R12 (pamt_walk()'s shared lock meets
+        the exclusive PAMT lock DEMOTE holds on the new page). MODEL: 1G leaves are not modelled, so a
+        level-3 DEMOTE meets a non-leaf or FREE entry; no L2 VMs (R9..R11); no interruption.
+        """
+        td = self._td(tdr)
+        err = self._sept_ready(td, initialized=True)
+        if err:
+            return err
+        if level not in (PG_LEVEL_2M, PG_LEVEL_1G) or gfn % (1 << (9 * (level - 1))):
+            return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_RCX
+        err = self._sept_busy(td, False)
+        if err:
+            return err
+        if not self._walk_ok(td, gfn, level):
+            return E.TDX_EPT_WALK_FAILED | E.TDX_OPERAND_ID_RCX
+        key = entry_key(level, gfn)
+        if key in td.sept_entry_lock:
+            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_RCX
+        st = td.sept_state.get(key, SEPT_FREE)
+        if level != PG_LEVEL_2M or st not in LEAF_PRESENT:
+            return E.TDX_EPT_ENTRY_STATE_INCORRECT | E.TDX_OPERAND_ID_RCX
+        if td.op_state == OP_STATE_RUNNABLE:
+            if st not in BLOCKED_STATES:
+                return E.TDX_GPA_RANGE_NOT_BLOCKED | E.TDX_OPERAND_ID_RCX
+            if not self._is_tracked(td, td.sept_bepoch[key]):
+                return E.TDX_TLB_TRACKING_NOT_DONE | E.TDX_OPERAND_ID_RCX
+        err = self._gift_check(new_sept_page, E.TDX_OPERAND_ID_R8)
+        if err:
+            return err
+        if self.dpamt:
+            err = self._demote_pamt_check(new_sept_page, pamt_pages)
+            if err:
+                return err
+        head = td.sept_page[key]
+        if self.dpamt:
+            assert pamt_pages is not None
+            self.pamt.install_backing(head >> 9, *pamt_pages)
+        self.pamt.demote_2m(head)
+        self.pamt.assign(new_sept_page, PT_EPT, tdr)
+        td.child_count += 1
+        child = SEPT_MAPPED if st in (SEPT_MAPPED, SEPT_BLOCKED) else SEPT_PENDING
+        for i in range(PAGES_PER_2M):
+            k = entry_key(PG_LEVEL_4K, gfn + i)
+            td.sept_state[k] = child
+            td.sept_page[k] = head + i
+        td.sept_state[key] = SEPT_NL_MAPPED
+        td.sept_page[key] = new_sept_page
+        td.sept_bepoch.pop(key, None)
+        return E.TDX_SUCCESS
+
+    def _demote_pamt_check(self, new_sept_page: int, pamt_pages: tuple[int, int] | None) -> int:
+        """pamt_demote() of the DPAMT module on DEMOTE's two PAMT pages (R12, R13); see
+        tdh_mem_page_demote() for the UNVERIFIED parts."""
+        if pamt_pages is None:
+            return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_R12
+        for p, op in zip(pamt_pages, (E.TDX_OPERAND_ID_R12, E.TDX_OPERAND_ID_R13), strict=True):
+            if p == new_sept_page:
+                return E.TDX_OPERAND_BUSY | op
+            if self.pamt.type_of(p) != PT_NDA:
+                return E.TDX_PAGE_NOT_FREE | op
+        if pamt_pages[0] == pamt_pages[1]:
+            return E.TDX_PAGE_NOT_FREE | E.TDX_OPERAND_ID_R13
+        return E.TDX_SUCCESS
 
     # --- teardown ------------------------------------------------------------------------------------
     def tdh_vp_flush(self, tdvpr: int) -> int:
@@ -550,14 +688,17 @@ class TdxModule:
 
     # --- Dynamic PAMT (E4) ---------------------------------------------------------------------------
     def tdh_phymem_pamt_add(self, region: int, p1: int, p2: int) -> int:
-        """TDH.PHYMEM.PAMT.ADD: install the PAMT_4K level of a 2 MiB region from two host pages."""
+        """TDH.PHYMEM.PAMT.ADD: install the PAMT_4K level of a 2 MiB region from two host pages. A region
+        mapped as one 2 MiB page has a PT_REG PAMT_2M entry: the DPAMT module's tdh_phymem_pamt_add.c
+        refuses it with TDX_HPA_RANGE_NOT_FREE|RCX (value UNVERIFIED: errno.py's alias)."""
         if region in self.pamt.backing:
             return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_RCX
+        if region in self.pamt.huge:
+            return E.TDX_HPA_RANGE_NOT_FREE | E.TDX_OPERAND_ID_RCX
         for p in (p1, p2):
             if self.pamt.type_of(p) != PT_NDA:
                 return E.TDX_PAGE_METADATA_INCORRECT
-        self.pamt.backing[region] = (p1, p2)
-        self.pamt.ptype[p1] = self.pamt.ptype[p2] = PT_PAMT
+        self.pamt.install_backing(region, p1, p2)
         return E.TDX_SUCCESS
 
     def tdh_phymem_pamt_remove(self, region: int) -> tuple[int, tuple[int, int] | None]:
@@ -575,7 +716,7 @@ class TdxModule:
     # --- measurement and vCPU association (TDH.MR.EXTEND, associate_vcpu()) ---------------------------
     def tdh_mr_extend(self, tdr: int, gfn: int, chunk: int) -> int:
         """TDH.MR.EXTEND: extend MRTD with 256-byte chunk `chunk` of the PAGE.ADDed page at gfn (TDR
-        exclusive [RDX], op_state INITIALIZED, the walk to a MAPPED 4K leaf). MODEL: the digest itself is
+        exclusive [RDX], op_state INITIALIZED, the walk to a MAPPED leaf: 4K, or a 2M one if one maps gfn). MODEL: the digest itself is
         not kept; a chunk outside the page is TDX_OPERAND_INVALID (the 256-byte alignment check)."""
         td = self._td(tdr)
         err = self._sept_ready(td, initialized=True, ex=True)
@@ -585,6 +726,11 @@ class TdxModule:
             return E.TDX_OP_STATE_INCORRECT
         if not 0 <= chunk < 16:
             return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_RCX
+        key_2m = entry_key(PG_LEVEL_2M, gfn)
+        if self._walk_ok(td, gfn, PG_LEVEL_2M) and td.sept_state.get(key_2m, SEPT_FREE) in LEAF_PRESENT:
+            # the walk to the leaf ends on a 2M leaf: found only if present (RWX set), i.e. MAPPED
+            ok = td.sept_state[key_2m] == SEPT_MAPPED
+            return E.TDX_SUCCESS if ok else TDX_EPT_ENTRY_NOT_PRESENT | E.TDX_OPERAND_ID_RCX
         if not self._walk_ok(td, gfn, PG_LEVEL_4K):
             return TDX_EPT_ENTRY_NOT_PRESENT | E.TDX_OPERAND_ID_RCX
         if td.sept_state.get(entry_key(PG_LEVEL_4K, gfn), SEPT_FREE) != SEPT_MAPPED:  # sept_state_lookup[16]

@@ -164,6 +164,26 @@ def tdx_topup_pamt_cache(host: "Host", cache: TdxPamtCache, nr: int) -> None:
         cache.pages.append(alloc_page(host, CACHED, GFP_KERNEL_ACCOUNT))
 
 
+def tdx_pamt_demote_pages(host: "Host", cache: TdxPamtCache) -> tuple[int, int] | None:
+    """The PAMT pages TDH.MEM.PAGE.DEMOTE installs as the demoted page's new PAMT_4K level, taken from
+    the split cache (None without DPAMT: the static PAMT_4K covers it)."""
+    if not host.tdx.dpamt:
+        return None
+    return cache.pages.pop(), cache.pages.pop()
+
+
+def tdx_pamt_demoted(host: "Host", head: int, pages: tuple[int, int] | None) -> None:
+    """After a successful DEMOTE: the 2 MiB region now has a PAMT_4K level holding its 512 4 KiB pages,
+    each of which tdx_pamt_put() releases when its 4 KiB mapping is removed."""
+    if pages is None:
+        return
+    region = head >> 9
+    for p in pages:
+        set_owner(host, p, PAMT, f"PAMT_4K backing of 2M region {region:#x} (DEMOTE)")
+    host.tdx.pamt_refcounts[region] = 512
+    host.probe.pamt_refcount(region, 512)
+
+
 def tdx_free_pamt_cache(host: "Host", cache: TdxPamtCache) -> None:
     """tdx_free_pamt_cache()."""
     while cache.pages:

@@ -21,12 +21,19 @@ from typing import TYPE_CHECKING
 
 from ..host.task import OP_RUN, OP_SEAMCALL, Op
 from ..tdx_module import errno as E
+from ..tdx_module.pamt import PAGES_PER_2M
+from ..tdx_module.sept import PG_LEVEL_2M
 from .td_keys import GIFT_LEAVES, td_keys_cache_wb, td_keys_gifted, td_keys_wbinvd
 
 if TYPE_CHECKING:
     from ..host.host import Host
 
 Gen = Generator[Op, object, int]
+
+
+def _leaf_pages(page: int, level: int) -> tuple[int, ...]:
+    """The 4 KiB pages a leaf mapping of `level` at `page` covers (512 for a 2 MiB page)."""
+    return tuple(range(page, page + PAGES_PER_2M)) if level == PG_LEVEL_2M else (page,)
 
 
 def _done(host: "Host", leaf: int, inj: object, pages: tuple[int, ...], err: int) -> int:
@@ -142,9 +149,11 @@ def tdh_mr_extend(host: "Host", tdr: int, gfn: int, chunk: int) -> Gen:
 
 
 def tdh_mem_page_aug(host: "Host", tdr: int, gfn: int, level: int, page: int) -> Gen:
-    """tdh_mem_page_aug(): TDH.MEM.PAGE.AUG."""
+    """tdh_mem_page_aug(): TDH.MEM.PAGE.AUG (the hugepage series' "Enhance tdh_mem_page_aug to support huge
+    pages": at 2M `page` is the folio's head pfn and the SEAMCALL touches, and gifts, all 512 pages)."""
     inj = yield from _seamcall(host, E.TDH_MEM_PAGE_AUG, ("sept", tdr, level, gfn))
-    return _done(host, E.TDH_MEM_PAGE_AUG, inj, (page,), inj or host.seam.tdh_mem_page_aug(tdr, gfn, level, page))
+    err = inj or host.seam.tdh_mem_page_aug(tdr, gfn, level, page)
+    return _done(host, E.TDH_MEM_PAGE_AUG, inj, _leaf_pages(page, level), err)
 
 
 def tdh_mem_range_block(host: "Host", tdr: int, gfn: int, level: int, nofail: bool = False) -> Gen:
@@ -160,10 +169,25 @@ def tdh_mem_track(host: "Host", tdr: int, nofail: bool = False) -> Gen:
 
 
 def tdh_mem_page_remove(host: "Host", tdr: int, gfn: int, level: int, nofail: bool = False) -> Gen:
-    """tdh_mem_page_remove(): TDH.MEM.PAGE.REMOVE."""
+    """tdh_mem_page_remove(): TDH.MEM.PAGE.REMOVE (of a 4 KiB or 2 MiB leaf)."""
     inj = yield from _seamcall(host, E.TDH_MEM_PAGE_REMOVE, ("sept", tdr, level, gfn), nofail)
     err, page = (inj, -1) if inj else host.seam.tdh_mem_page_remove(tdr, gfn, level)
-    return _done(host, E.TDH_MEM_PAGE_REMOVE, inj, (page,) if page >= 0 else (), err)
+    return _done(host, E.TDH_MEM_PAGE_REMOVE, inj, _leaf_pages(page, level) if page >= 0 else (), err)
+
+
+def tdh_mem_page_demote(host: "Host", tdr: int, gfn: int, level: int, new_sept_page: int,
+                        pamt_pages: tuple[int, int] | None = None, nofail: bool = False) -> Gen:
+    """tdh_mem_page_demote() (the S-EPT hugepage series, "Add API to demote a 2MB mapping to 512 4KB
+    mappings"): TDH.MEM.PAGE.DEMOTE of the leaf at (gfn, level) into `new_sept_page`, with DPAMT the two
+    pages of the new PAMT_4K level (E4). One step, like RANGE.BLOCK (same lock key: the entry).
+
+    On success the new S-EPT page, written by the module with the TD's key, may hold TD-keyed lines, as
+    after SEPT.ADD (td_keys_gifted(); the PAMT pages are module metadata, global key, not tracked)."""
+    inj = yield from _seamcall(host, E.TDH_MEM_PAGE_DEMOTE, ("sept", tdr, level, gfn), nofail)
+    err = inj or host.seam.tdh_mem_page_demote(tdr, gfn, level, new_sept_page, pamt_pages)
+    if not err:
+        td_keys_gifted(host, E.TDH_MEM_PAGE_DEMOTE, (new_sept_page,))
+    return _done(host, E.TDH_MEM_PAGE_DEMOTE, inj, (new_sept_page, *(pamt_pages or ())), err)
 
 
 def tdh_phymem_page_reclaim(host: "Host", page: int) -> Gen:
@@ -172,13 +196,23 @@ def tdh_phymem_page_reclaim(host: "Host", page: int) -> Gen:
     return _done(host, E.TDH_PHYMEM_PAGE_RECLAIM, inj, (page,), inj or host.seam.tdh_phymem_page_reclaim(page))
 
 
-def tdh_phymem_page_wbinvd_hkid(host: "Host", hkid: int, page: int) -> Gen:
-    """tdh_phymem_page_wbinvd_hkid(): TDH.PHYMEM.PAGE.WBINVD on (pfn | hkid)."""
+def tdh_phymem_page_wbinvd_hkid(host: "Host", hkid: int, page: int, npages: int = 1) -> Gen:
+    """tdh_phymem_page_wbinvd_hkid(): TDH.PHYMEM.PAGE.WBINVD on (pfn | hkid) of each of the `npages`
+    4 KiB pages from `page` (the hugepage series' "Enhance tdh_phymem_page_wbinvd_hkid to invalidate huge
+    pages" loops over the folio, one SEAMCALL per 4 KiB page, returning the first error).
+
+    MODEL: the per-4K loop is one step; an injected failure stops it at the first page. A failure of
+    the module's own stops it at that page: the pages before it were flushed (td_keys_wbinvd() for
+    each), the rest were not."""
     inj = yield from _seamcall(host, E.TDH_PHYMEM_PAGE_WBINVD, ("page", page))
-    err = inj or host.seam.tdh_phymem_page_wbinvd(page, hkid)
-    if not err:
-        td_keys_wbinvd(host, page, hkid)
-    return _done(host, E.TDH_PHYMEM_PAGE_WBINVD, inj, (page,), err)
+    err = inj
+    if not inj:
+        for p in range(page, page + npages):
+            err = host.seam.tdh_phymem_page_wbinvd(p, hkid)
+            if err:
+                break
+            td_keys_wbinvd(host, p, hkid)
+    return _done(host, E.TDH_PHYMEM_PAGE_WBINVD, inj, tuple(range(page, page + npages)), err)
 
 
 def tdh_phymem_page_wbinvd_tdr(host: "Host", tdr: int) -> Gen:

@@ -5,13 +5,15 @@ memslot ioctl hangs (g.17)."""
 
 from ...host.locks import cond_resched
 from ...kvm.tdp_mmu import RET_PF_RETRY
-from ...kvm.x86 import kvm_tdp_page_fault
+from ...kvm.x86 import kvm_tdp_page_fault, tdx_honor_accept_level
 from .. import Variant
 
 
-def tdx_handle_ept_violation(vcpu, gfn, private, max_retries):
+def tdx_handle_ept_violation(vcpu, gfn, private, max_retries, accept_4k=False):
     kvm = vcpu.kvm
     for _ in range(max_retries):
+        if private and accept_4k and kvm.gmem_huge:
+            yield from tdx_honor_accept_level(vcpu, gfn)
         ret = yield from kvm_tdp_page_fault(vcpu, gfn, private)
         if ret != RET_PF_RETRY or kvm.bugged or not private:
             return ret
