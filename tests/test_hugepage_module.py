@@ -312,14 +312,21 @@ def test_remove_2m_leaf_after_block_and_track(dpamt: bool) -> None:
     assert td.child_count == children
 
 
-def test_remove_2m_leaf_before_finalize_needs_no_block() -> None:
-    """op_state INITIALIZED does not require TLB tracking (the 2M leaf is written: no path before finalize)."""
+def _initialized_td_with_mapped_2m_leaf():
+    """A TD before finalize whose S-EPT has a MAPPED 2M leaf at GFN2M (as PAGE.ADD would leave one, if
+    PAGE.ADD took 2M): the state the two before-finalize tests below start from."""
     m = make_td("initialized")
     add_tables(m, gfn=GFN2M, lowest=PG_LEVEL_1G)
     td = m.tds[TDR]
     m.pamt.assign_2m(HUGE, PT_REG, TDR)
     td.child_count += PAGES_PER_2M
     td.sept_state[KEY2M], td.sept_page[KEY2M] = SEPT_MAPPED, HUGE
+    return m, td
+
+
+def test_remove_2m_leaf_before_finalize_needs_no_block() -> None:
+    """op_state INITIALIZED does not require TLB tracking (the 2M leaf is written: no path before finalize)."""
+    m, td = _initialized_td_with_mapped_2m_leaf()
     assert m.tdh_mem_page_remove(TDR, GFN2M, PG_LEVEL_2M) == (E.TDX_SUCCESS, HUGE)
     assert m.pamt.huge == set()
 
@@ -415,12 +422,7 @@ def test_demoted_children_are_ordinary_4k_leaves(dpamt: bool) -> None:
 
 def test_demote_before_finalize_needs_no_block() -> None:
     """op_state INITIALIZED does not require TLB tracking: a MAPPED 2M leaf demotes unblocked."""
-    m = make_td("initialized")
-    add_tables(m, gfn=GFN2M, lowest=PG_LEVEL_1G)
-    td = m.tds[TDR]
-    m.pamt.assign_2m(HUGE, PT_REG, TDR)
-    td.child_count += PAGES_PER_2M
-    td.sept_state[KEY2M], td.sept_page[KEY2M] = SEPT_MAPPED, HUGE
+    m, td = _initialized_td_with_mapped_2m_leaf()
     ok(m.tdh_mem_page_demote(TDR, GFN2M, PG_LEVEL_2M, SPARE))
     assert td.sept_state[entry_key(PG_LEVEL_4K, GFN2M + 9)] == SEPT_MAPPED
 

@@ -604,20 +604,9 @@ class TdxModule:
     # --- teardown ------------------------------------------------------------------------------------
     def tdh_vp_flush(self, tdvpr: int) -> int:
         """TDH.VP.FLUSH: flush a vCPU's TLB/cache state and disassociate it from its CPU (lifecycle
-        TD_KEYS_CONFIGURED first, as tdh_vp_flush.c checks it before the association)."""
-        tdr = self.tdvpr_to_tdr.get(tdvpr)
-        if tdr is None:
-            return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_RCX
-        td = self.tds[tdr]
-        if td.tdr_lock < 0:
-            return E.TDX_OPERAND_BUSY | E.TDX_OPERAND_ID_TDR
-        if td.lifecycle != TD_KEYS_CONFIGURED:
-            return E.TDX_TD_KEYS_NOT_CONFIGURED
-        vp = td.vcpus[tdvpr]
-        if not vp.associated:
-            return E.TDX_VCPU_NOT_ASSOCIATED
-        vp.associated = False
-        return E.TDX_SUCCESS
+        TD_KEYS_CONFIGURED first, as tdh_vp_flush.c checks it before the association), on whichever
+        LP it is associated with."""
+        return self.tdh_vp_flush_on(tdvpr, None)
 
     def tdh_mng_vpflushdone(self, tdr: int) -> int:
         """TDH.MNG.VPFLUSHDONE: every vCPU flushed -> TD_BLOCKED (no more S-EPT SEAMCALLs)."""
@@ -759,10 +748,10 @@ class TdxModule:
             vp.associated = True
         return err
 
-    def tdh_vp_flush_on(self, tdvpr: int, lp: int) -> int:
+    def tdh_vp_flush_on(self, tdvpr: int, lp: int | None) -> int:
         """TDH.VP.FLUSH on logical processor `lp` (tdh_vp_flush.c): TDVPR, implicit TDR shared [TDR],
-        lifecycle TD_KEYS_CONFIGURED, then the vCPU must be associated with this very LP
-        (TDX_VCPU_NOT_ASSOCIATED otherwise); success disassociates it."""
+        lifecycle TD_KEYS_CONFIGURED, then the vCPU must be associated with this very LP (None: any;
+        TDX_VCPU_NOT_ASSOCIATED otherwise); success disassociates it."""
         tdr = self.tdvpr_to_tdr.get(tdvpr)
         if tdr is None:
             return E.TDX_OPERAND_INVALID | E.TDX_OPERAND_ID_RCX
@@ -772,7 +761,7 @@ class TdxModule:
         if td.lifecycle != TD_KEYS_CONFIGURED:
             return E.TDX_TD_KEYS_NOT_CONFIGURED
         vp = td.vcpus[tdvpr]
-        if not vp.associated or vp.assoc_lpid != lp:
+        if not vp.associated or (lp is not None and vp.assoc_lpid != lp):
             return E.TDX_VCPU_NOT_ASSOCIATED
         vp.associated = False
         vp.assoc_lpid = -1
