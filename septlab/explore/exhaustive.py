@@ -661,19 +661,27 @@ class Explorer:
                            self.cov.as_json(), vb / max(1, s.states), vb, dict(self.found), self.interrupted)
 
     # --- DFS -----------------------------------------------------------------------------------------
-    def _admit(self, key: Any, pre_left: int, gp_asleep: bool) -> bool:
+    @staticmethod
+    def _budget_key(fp: int, last: int) -> int:
+        """Budgets are per (state, last task): whether the next switch is a preemption depends on which
+        task ran last, which the state does not record; keyed by state alone, the bounded space would
+        depend on which path reached a state first (and DFS and BFS would disagree)."""
+        return (fp ^ ((last + 1) * 0x9E3779B97F4A7C15)) & 0xFFFFFFFFFFFFFFFF
+
+    def _admit(self, key: Any, pre_left: int, gp_asleep: bool, last: int = -1) -> bool:
         """Decide whether a reached state must be expanded (state caching + budgets + sleep sets).
         Every change is journaled so that an interrupted step can be rolled back."""
         o = self.o
         fp = self._fp(key)
         new = self.visited.add(key, self._undo_keys)
         if o.preemptions is not None:
-            old = self.budget.get(fp)
+            bk = self._budget_key(fp, last)
+            old = self.budget.get(bk)
             if old is not None and old >= pre_left and not new:
                 if not (o.por and self.asleep.get(fp) and not gp_asleep):
                     return False
-            self._undo.append((self.budget, fp, old))
-            self.budget[fp] = max(pre_left, old if old is not None else -1)
+            self._undo.append((self.budget, bk, old))
+            self.budget[bk] = max(pre_left, old if old is not None else -1)
         elif not new:
             if o.por and self.asleep.get(fp) and not gp_asleep:
                 self._undo.append((self.asleep, fp, True))
@@ -763,7 +771,7 @@ class Explorer:
                     if gp is not None and gp in cand and tr[0] != gp[0] and not touched_rcu:
                         sleep = frozenset({gp})
                 pre_left = (o.preemptions - pre) if o.preemptions is not None else 0
-                if not self._admit(self._key(), pre_left, bool(sleep)):
+                if not self._admit(self._key(), pre_left, bool(sleep), tr[0]):
                     self.stats.revisits += 1
                     snap = None
                     continue
@@ -822,13 +830,13 @@ class Explorer:
         out.reverse()
         return out
 
-    def _bfs_admit(self, key: Any, pre_left: int) -> bool:
+    def _bfs_admit(self, key: Any, pre_left: int, last: int = -1) -> bool:
         """BFS state caching; with a preemption bound, a state reached again with more preemptions left
         than when it was queued is queued again (as DFS re-expands it), else the bound would depend on
         which path happened to reach the state first."""
         new = self.visited.add(key, self._undo_keys)
         if self.o.preemptions is not None:
-            fp = self._fp(key)
+            fp = self._budget_key(self._fp(key), last)
             old = self.budget.get(fp)
             if not new and old is not None and old >= pre_left:
                 return False
@@ -910,7 +918,7 @@ class Explorer:
                         self.stats.depth_pruned += 1
                         self.bounded.add(f"depth {o.max_depth}")
                         continue
-                    if self._bfs_admit(self._key(), (bound - pre) if bound is not None else 0):
+                    if self._bfs_admit(self._key(), (bound - pre) if bound is not None else 0, tr[0]):
                         self.bfs_parent.append(node)
                         self.bfs_tr.append(self._intern.setdefault(tr, tr))
                         if bound is not None:

@@ -12,7 +12,7 @@ take tdp_mmu_pages_lock.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,12 +33,14 @@ from ..host.memcache import kvm_mmu_memory_cache_alloc
 from ..host.page_alloc import EXTERNAL_SPT, GFP_KERNEL_ACCOUNT, SPT, alloc_page, free_page, kasan_check, set_owner
 from ..host.rcu import call_rcu, rcu_dereference_splat, rcu_read_lock, rcu_read_unlock
 from ..host.task import OP_RUN, Op
+from .kvm_host import KVM_BUG_ON
 from .mmu_page import NO_PAGE, KvmMmuPage
 from .spte import (
     FROZEN_SPTE,
     PT_PRESENT_MASK,
     SHADOW_NONPRESENT_VALUE,
     SPTE_ACCESSED_MASK,
+    SPTE_ENT_PER_PAGE,
     is_frozen_spte,
     is_large_pte,
     is_last_spte,
@@ -64,6 +66,8 @@ RET_PF_RETRY = 1
 RET_PF_FIXED = 2
 RET_PF_SPURIOUS = 3
 ROOT_LEVEL = 4
+# tdp_mmu_zap_root()'s passes below the root: 4K and 2M unless CONFIG_KVM_PROVE_MMU, then 1G.
+TDP_MMU_ZAP_ROOT_PASSES = (1, 2, 3)
 
 
 @dataclass(slots=True)
@@ -466,6 +470,40 @@ def tdp_mmu_next_root_check(kvm: "Kvm") -> None:
     lockdep_assert_held(kvm.host, kvm.mmu_lock)
 
 
+def kvm_tdp_mmu_get_root(root: KvmMmuPage) -> bool:
+    """kvm_tdp_mmu_get_root(): refcount_inc_not_zero(&root->tdp_mmu_root_count)."""
+    if root.root_count == 0:
+        return False
+    root.root_count += 1
+    return True
+
+
+def tdp_mmu_next_root(kvm: "Kvm", prev: KvmMmuPage | None, types: int) -> KvmMmuPage | None:
+    """tdp_mmu_next_root(): the next root after prev on kvm->arch.tdp_mmu_roots (list order; prev stays
+    on the list while the walk holds its reference) that matches `types` and whose refcount is not yet
+    zero, taking a reference to it; then the reference to prev is put -- which may be the last one."""
+    tdp_mmu_next_root_check(kvm)
+    roots = kvm.roots
+    nxt = None
+    for root in roots[roots.index(prev) + 1 if prev is not None else 0:]:
+        if tdp_mmu_root_match(root, types) and kvm_tdp_mmu_get_root(root):
+            nxt = root
+            break
+    if prev is not None:
+        kvm_tdp_mmu_put_root(kvm, prev)
+    return nxt
+
+
+def for_each_tdp_mmu_root_yield_safe(kvm: "Kvm", types: int) -> Iterator[KvmMmuPage]:
+    """__for_each_tdp_mmu_root_yield_safe(kvm, root, as_id, types): the body may drop mmu_lock, so each
+    root is visited holding a reference (tdp_mmu_next_root()); as in the kernel, the loop must run to
+    its end (a `break` would leak the reference)."""
+    root = tdp_mmu_next_root(kvm, None, types)
+    while root is not None:
+        yield root
+        root = tdp_mmu_next_root(kvm, root, types)
+
+
 def kvm_tdp_mmu_alloc_root(vcpu: "KvmVcpu", mirror: bool) -> Generator[Op, object, KvmMmuPage]:
     """kvm_tdp_mmu_alloc_root() (v6.12+): under read mmu_lock, reuse a valid root of the same role
     (keeping the iterator's reference); else take tdp_mmu_pages_lock, recheck (another vCPU may have
@@ -522,30 +560,79 @@ def kvm_tdp_mmu_invalidate_roots(kvm: "Kvm", mirror_too: bool) -> None:
         kvm.scheduled_to_zap.append(root)
 
 
-def tdp_mmu_zap_root(kvm: "Kvm", root: KvmMmuPage, shared: bool) -> Gen:
-    """tdp_mmu_zap_root(): zap 1G-level entries first (bounded work per table), then the root's."""
+def tdp_mmu_next_zap_table(root: KvmMmuPage, gfn: int, level: int, sp_by_spt: dict[int, KvmMmuPage],
+                           host: "Host | None" = None) -> KvmMmuPage | None:
+    """for_each_tdp_pte_min_level_all(iter, root, level) (re)started at gfn (tdp_iter_restart()),
+    reduced to what a zap pass acts on: the first table of `level` at or after gfn that the walk
+    reaches from the root (non-present entries and huge leaves above `level` are stepped over), or None
+    at the end. Takes no steps: the caller holds mmu_lock and reads under RCU; with `host`, each table
+    read is KASAN-checked."""
+    if gfn >= root.gfn + SPTE_ENT_PER_PAGE ** root.level:
+        return None
+    if root.level == level:
+        return root
+
+    def walk(sp: KvmMmuPage, g: int) -> KvmMmuPage | None:
+        if host is not None and not kasan_check(host, sp.spt, False, "tdp_iter_next: rcu_dereference(sptep)"):
+            return None
+        for i in range(spte_index(g, sp.level), SPTE_ENT_PER_PAGE):
+            s = sp.sptes[i]
+            if not is_shadow_present_pte(s) or is_last_spte(s, sp.level):
+                continue
+            child = sp_by_spt[spte_to_pfn(s)]
+            if child.level == level:
+                return child
+            if (found := walk(child, max(g, child.gfn))) is not None:
+                return found
+        return None
+
+    return walk(root, gfn)
+
+
+def __tdp_mmu_zap_root(kvm: "Kvm", root: KvmMmuPage, shared: bool, zap_level: int) -> Gen:
+    """__tdp_mmu_zap_root(): zap every present SPTE at zap_level (a leaf, or a table whose subtree
+    handle_removed_pt() tears down), yielding with tdp_mmu_iter_cond_resched(flush=false) and
+    restarting the walk from the root where it stopped.
+
+    MODEL: the yield is offered once per table of zap_level, after the walk has made progress (the
+    kernel checks at every entry, once the walk has moved since its start or last yield, when
+    need_resched() or mmu_lock is contended): a pass over one table never yields."""
     host = kvm.host
+    gfn = 0
+    progress = False
+    while True:
+        if not host.current.rcu_nesting:  # the iterator's kvm_tdp_mmu_read_spte()
+            rcu_dereference_splat(host, "__tdp_mmu_zap_root: kvm_tdp_mmu_read_spte(sptep)")
+        table = tdp_mmu_next_zap_table(root, gfn, zap_level, kvm.sp_by_spt, host)
+        if table is None:
+            return 0
+        if progress:
+            yield from tdp_mmu_iter_cond_resched(kvm, shared)
+            progress = False
+            continue  # iter->yielded: tdp_iter_restart() walks down from the root again at gfn
+        for i in [i for i, v in enumerate(table.sptes) if v & PT_PRESENT_MASK]:
+            if table.sptes[i] & PT_PRESENT_MASK:
+                yield from tdp_mmu_zap_spte(kvm, TdpIter(table, i, zap_level, sp_entry_gfn(table, i), table.sptes[i]),
+                                            shared)
+        gfn = table.gfn + SPTE_ENT_PER_PAGE ** zap_level
+        progress = True
+
+
+def tdp_mmu_zap_root(kvm: "Kvm", root: KvmMmuPage, shared: bool) -> Gen:
+    """tdp_mmu_zap_root(): under rcu_read_lock(), zap in passes of decreasing granularity -- 4K, 2M
+    (production; CONFIG_KVM_PROVE_MMU skips these two), 1G, then the root's entries -- so tables are
+    reclaimed bottom-up in batches and every pass may yield mmu_lock. The root must hold a reference
+    (WARN_ON_ONCE): it stays reachable by mmu-notifiers while the zap drops the lock."""
+    host = kvm.host
+    if not root.root_count:
+        host.warn("tdp_mmu_zap_root", f"{root!r}: tdp_mmu_root_count is 0")
+    if shared:
+        lockdep_assert_held_read(host, kvm.mmu_lock)
+    else:
+        lockdep_assert_held_write(host, kvm.mmu_lock)
     rcu_read_lock(host)
-    # MODEL: the present entries of a table are listed once, then re-checked; nothing can make an entry
-    # of an invalidated root present meanwhile (faults never map into invalid roots). Each listing is
-    # the iterator's kvm_tdp_mmu_read_spte(): an rcu_dereference().
-    if not host.current.rcu_nesting:
-        rcu_dereference_splat(host, "tdp_mmu_zap_root: kvm_tdp_mmu_read_spte(root sptep)")
-    for l3 in [kvm.sp_by_spt[spte_to_pfn(s)] for s in root.sptes if s & PT_PRESENT_MASK]:
-        # tdp_mmu_iter_cond_resched(): leave the RCU read-side section between 1G tables so grace
-        # periods (and RCU-deferred frees) can progress during a long zap. MODEL: mmu_lock stays held.
-        rcu_read_unlock(host)
-        cond_resched_rwlock(host, kvm.mmu_lock)
-        yield Op(OP_RUN, ("sp", l3.sp_id), "tdp_mmu_iter_cond_resched")
-        rcu_read_lock(host)
-        if not host.current.rcu_nesting:
-            rcu_dereference_splat(host, "tdp_mmu_zap_root: kvm_tdp_mmu_read_spte(sptep)")
-        for i in [i for i, v in enumerate(l3.sptes) if v & PT_PRESENT_MASK]:
-            if l3.sptes[i] & PT_PRESENT_MASK:
-                yield from tdp_mmu_zap_spte(kvm, TdpIter(l3, i, l3.level, sp_entry_gfn(l3, i), l3.sptes[i]), shared)
-    for i in [i for i, v in enumerate(root.sptes) if v & PT_PRESENT_MASK]:
-        if root.sptes[i] & PT_PRESENT_MASK:
-            yield from tdp_mmu_zap_spte(kvm, TdpIter(root, i, root.level, sp_entry_gfn(root, i), root.sptes[i]), shared)
+    for zap_level in TDP_MMU_ZAP_ROOT_PASSES + (root.level,):
+        yield from __tdp_mmu_zap_root(kvm, root, shared, zap_level)
     rcu_read_unlock(host)
     return 0
 
@@ -561,30 +648,37 @@ def tdp_mmu_zap_spte(kvm: "Kvm", it: TdpIter, shared: bool) -> Gen:
 
 
 def kvm_tdp_mmu_zap_invalidated_roots(kvm: "Kvm", shared: bool) -> Gen:
-    """kvm_tdp_mmu_zap_invalidated_roots(): zap each scheduled root and drop the list's reference."""
+    """kvm_tdp_mmu_zap_invalidated_roots(): under mmu_lock (read when shared), walk the roots with the
+    yield-safe iterator, zap each one scheduled to zap, then drop the reference the root list held --
+    after the zap, so the root stays reachable by mmu-notifiers while the zap yields."""
     host = kvm.host
-    while kvm.scheduled_to_zap:
-        root = kvm.scheduled_to_zap.pop(0)
-        if shared:
-            yield from read_lock(host, kvm.mmu_lock)
-        else:
-            yield from write_lock(host, kvm.mmu_lock)
-        tdp_mmu_next_root_check(kvm)  # for_each_tdp_mmu_root_yield_safe()
+    if shared:
+        yield from read_lock(host, kvm.mmu_lock)
+    else:
+        yield from write_lock(host, kvm.mmu_lock)
+    for root in for_each_tdp_mmu_root_yield_safe(kvm, KVM_ALL_ROOTS):
+        if root not in kvm.scheduled_to_zap:  # root->tdp_mmu_scheduled_root_to_zap
+            continue
+        kvm.scheduled_to_zap.remove(root)
+        KVM_BUG_ON(not root.invalid, kvm, "kvm_tdp_mmu_zap_invalidated_roots", "!root->role.invalid")
         yield from tdp_mmu_zap_root(kvm, root, shared)
         kvm_tdp_mmu_put_root(kvm, root)
-        if shared:
-            read_unlock(host, kvm.mmu_lock)
-        else:
-            write_unlock(host, kvm.mmu_lock)
+    if shared:
+        read_unlock(host, kvm.mmu_lock)
+    else:
+        write_unlock(host, kvm.mmu_lock)
     return 0
 
 
 def tdp_mmu_find_leaf_table(root: KvmMmuPage, gfn: int, sp_by_spt: dict[int, KvmMmuPage],
-                            level: int = 1) -> KvmMmuPage | None:
+                            level: int = 1, host: "Host | None" = None) -> KvmMmuPage | None:
     """Walk to the table at `level` (4K by default) translating gfn, without taking steps (callers hold
-    mmu_lock for write): None if a non-present entry or a huge leaf is met above it."""
+    mmu_lock for write): None if a non-present entry or a huge leaf is met above it. With `host`, each
+    table read is KASAN-checked (the walk's rcu_dereference(sptep) loads)."""
     sp = root
     for lv in range(root.level, level, -1):
+        if host is not None and not kasan_check(host, sp.spt, False, "tdp_iter_next: rcu_dereference(sptep)"):
+            return None
         s = sp.sptes[spte_index(gfn, lv)]
         if not is_shadow_present_pte(s) or is_last_spte(s, lv):
             return None
@@ -625,7 +719,7 @@ def tdp_mmu_zap_leafs(kvm: "Kvm", root: KvmMmuPage, start: int, end: int, can_yi
         block_end = min(end, (gfn | 511) + 1)
         if not host.current.rcu_nesting:  # the walk's kvm_tdp_mmu_read_spte()
             rcu_dereference_splat(host, "tdp_mmu_zap_leafs: kvm_tdp_mmu_read_spte(sptep)")
-        l2 = tdp_mmu_find_leaf_table(root, gfn, kvm.sp_by_spt, 2)
+        l2 = tdp_mmu_find_leaf_table(root, gfn, kvm.sp_by_spt, 2, host)
         huge = l2.sptes[spte_index(gfn, 2)] if l2 is not None else SHADOW_NONPRESENT_VALUE
         if is_shadow_present_pte(huge) and is_large_pte(huge):
             yield from tdp_mmu_set_spte(kvm, TdpIter(l2, spte_index(gfn, 2), 2, gfn & ~511, huge),  # type: ignore[arg-type]
@@ -634,7 +728,7 @@ def tdp_mmu_zap_leafs(kvm: "Kvm", root: KvmMmuPage, start: int, end: int, can_yi
                 yield from tdp_mmu_iter_cond_resched(kvm, False)
             gfn = block_end
             continue
-        sp = tdp_mmu_find_leaf_table(root, gfn, kvm.sp_by_spt)
+        sp = tdp_mmu_find_leaf_table(root, gfn, kvm.sp_by_spt, 1, host)
         if sp is not None:
             for g in range(gfn, block_end):
                 i = g & 511
@@ -680,7 +774,7 @@ def tdp_mmu_split_huge_pages_root(kvm: "Kvm", root: KvmMmuPage, start: int, end:
     rcu_read_lock(host)
     gfn = start & ~511
     while gfn < end:
-        l2 = tdp_mmu_find_leaf_table(root, gfn, kvm.sp_by_spt, 2)
+        l2 = tdp_mmu_find_leaf_table(root, gfn, kvm.sp_by_spt, 2, host)
         old = l2.sptes[spte_index(gfn, 2)] if l2 is not None and not root.invalid else SHADOW_NONPRESENT_VALUE
         if not (is_shadow_present_pte(old) and is_large_pte(old)):
             gfn += 512
@@ -717,10 +811,11 @@ def kvm_split_cross_boundary_leafs(kvm: "Kvm", start: int, end: int) -> Gen:
     leaves [start, end) covers only in part, so the zap that follows removes exactly the range (the
     guest_memfd pre-zap arch hook of the hugepage series; the guest's 4 KiB accept uses it on one gfn)."""
     lockdep_assert_held_write(kvm.host, kvm.mmu_lock)
-    for root in [r for r in kvm.roots if r.is_mirror]:
+    for root in for_each_tdp_mmu_root_yield_safe(kvm, KVM_MIRROR_ROOTS):
         for g in sorted({start & ~511, (end - 1) & ~511}):
             if not (start <= g and g + 512 <= end):
                 if (ret := (yield from tdp_mmu_split_huge_pages_root(kvm, root, g, g + 1, False))):
+                    kvm_tdp_mmu_put_root(kvm, root)  # leaving the yield-safe walk early
                     return ret
     return 0
 
@@ -753,21 +848,12 @@ def tdp_mmu_root_match(root: KvmMmuPage, types: int) -> bool:
     return bool(types & (KVM_MIRROR_ROOTS if root.is_mirror else KVM_DIRECT_ROOTS))
 
 
-def tdp_mmu_roots(kvm: "Kvm", types: int) -> list[KvmMmuPage]:
-    """The roots __for_each_tdp_mmu_root_yield_safe(kvm, root, as_id, types) visits: those of
-    kvm->arch.tdp_mmu_roots that match `types`, in list order (a root being zapped stays on the list
-    until its last reference goes)."""
-    tdp_mmu_next_root_check(kvm)
-    roots = list(kvm.roots) + [r for r in kvm.scheduled_to_zap if r not in kvm.roots]
-    return [r for r in roots if tdp_mmu_root_match(r, types)]
-
-
 def kvm_tdp_mmu_unmap_gfn_range(kvm: "Kvm", start: int, end: int, attr_filter: int,
                                 may_block: bool = False) -> Gen:
     """kvm_tdp_mmu_unmap_gfn_range(): roots matching the range's attribute filter, invalid ones included
     (types | KVM_INVALID_ROOTS), leaf zaps yielding when range->may_block."""
     types = kvm_gfn_range_filter_to_root_types(kvm, attr_filter) | KVM_INVALID_ROOTS
-    for root in tdp_mmu_roots(kvm, types):
+    for root in for_each_tdp_mmu_root_yield_safe(kvm, types):
         yield from tdp_mmu_zap_leafs(kvm, root, start, end, may_block)
     return 0
 
@@ -776,7 +862,7 @@ def kvm_tdp_mmu_zap_all(kvm: "Kvm") -> Gen:
     """kvm_tdp_mmu_zap_all() (mmu-notifier ->release, VM exit): every direct root, valid or invalid;
     "For TDX, mirror roots don't need handling in response to the mmu notifier"."""
     lockdep_assert_held_write(kvm.host, kvm.mmu_lock)
-    for root in tdp_mmu_roots(kvm, KVM_DIRECT_ROOTS | KVM_INVALID_ROOTS):
+    for root in for_each_tdp_mmu_root_yield_safe(kvm, KVM_DIRECT_ROOTS | KVM_INVALID_ROOTS):
         yield from tdp_mmu_zap_root(kvm, root, False)
     return 0
 

@@ -4,13 +4,13 @@ under the read lock and yields) still maps the range; an mmu-notifier invalidati
 the primary MMU free a page a present direct SPTE maps -- the reason the kernel's unmap includes
 invalid roots ("zap invalid roots too, as they may still be in use by vCPUs")."""
 
-from ...kvm.tdp_mmu import kvm_gfn_range_filter_to_root_types, tdp_mmu_roots, tdp_mmu_zap_leafs
+from ...kvm.tdp_mmu import for_each_tdp_mmu_root_yield_safe, kvm_gfn_range_filter_to_root_types, tdp_mmu_zap_leafs
 from .. import Variant
 
 
 def kvm_tdp_mmu_unmap_gfn_range(kvm, start, end, attr_filter, may_block=False):
     types = kvm_gfn_range_filter_to_root_types(kvm, attr_filter)  # BUG: no | KVM_INVALID_ROOTS
-    for root in tdp_mmu_roots(kvm, types):
+    for root in for_each_tdp_mmu_root_yield_safe(kvm, types):
         yield from tdp_mmu_zap_leafs(kvm, root, start, end, may_block)
     return 0
 
