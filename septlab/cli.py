@@ -197,25 +197,29 @@ def run(scenario: str, variant: str, dpamt: bool, seed: int, schedules: int, fau
     check_output_path(trace_dir, "--trace-dir", directory=True)
     scn, ov = _run_common(scenario, sets)
     var = get_variant(variant)
-    rate = scn.fault_rate if fault_rate is None else fault_rate
+    # without --fault-rate each swarm configuration keeps its own rate (run_schedule takes it from the
+    # configuration the seed selects); the trace records the rate its schedule ran with
+    rate_note = (f"{fault_rate}" if fault_rate is not None
+                 else f"{scn.fault_rate}" + (" (each swarm configuration its own)" if scn.swarm else ""))
     err.print(f"septlab run: scenario {scn.name}, variant {var.name}, DPAMT {_mode(dpamt)}, "
-              f"seeds {seed}..{seed + schedules - 1}, fault rate {rate}")
+              f"seeds {seed}..{seed + schedules - 1}, fault rate {rate_note}")
     history = False if schedules > 1 or not scn.history else None
     if schedules == 1:
         with _step_progress() as prog:
             tid = prog.add_task("steps", total=None)
-            batch = run_batch(scn, var, dpamt, seed, 1, fault_rate=rate, history=history,
+            batch = run_batch(scn, var, dpamt, seed, 1, fault_rate=fault_rate, history=history,
                               tick=lambda n: prog.update(tid, completed=n))
     else:
         with _progress(schedules, "schedules") as prog:
             tid = prog.add_task("run", total=schedules, note="")
-            batch = run_batch(scn, var, dpamt, seed, schedules, fault_rate=rate, history=history,
+            batch = run_batch(scn, var, dpamt, seed, schedules, fault_rate=fault_rate, history=history,
                               on_schedule=lambda b: prog.update(tid, completed=b.done,
                                                                 note=f"{sum(b.counts.values())} violating"))
     trace = None
     if batch.first_bad is not None:
         try:
-            trace = _report_violation(scn, var, dpamt, batch.first_bad, rate, ov, trace_dir, minimize)
+            bad_rate = fault_rate if fault_rate is not None else scn.alternative(batch.first_bad.seed).fault_rate
+            trace = _report_violation(scn, var, dpamt, batch.first_bad, bad_rate, ov, trace_dir, minimize)
         except KeyboardInterrupt:
             batch.interrupted = True
             trace = None

@@ -142,3 +142,23 @@ def test_user_variant_from_file(tmp_path):
     assert_clean_error(septlab("run", "--scenario", "seed", "--variant", str(f)), "my_variant.py", "VARIANT")
     f.write_text("from septlab.variants import Variant\nVARIANT = Variant('x', 'y', {'no_such_hook': 1})\n")
     assert_clean_error(septlab("run", "--scenario", "seed", "--variant", str(f)), "unknown hook 'no_such_hook'")
+
+
+def test_run_keeps_each_swarm_configurations_fault_rate(tmp_path):
+    """Without --fault-rate, `septlab run` used to force the scenario's base rate on every swarm
+    configuration, so seed's BUSY-heavy configurations (fault rates 0.3 and 0.5) never ran as written:
+    the CLI and run_schedule() disagreed on the same seeds. Now they are the same schedules, and the trace
+    records the rate its schedule ran with."""
+    from septlab.explore.driver import run_schedule
+    from septlab.scenarios import load_scenario
+    from septlab.variants import get_variant
+
+    scn, var = load_scenario("seed"), get_variant("bug-sept-zap-gate-racy")
+    hits = [s for s in range(45, 60) if run_schedule(scn, var, True, s, history=False).violations]
+    assert hits
+    p = septlab("run", "--scenario", "seed", "--variant", "bug-sept-zap-gate-racy", "--dpamt", "--seed", "45",
+                "--schedules", "15", "--trace-dir", str(tmp_path), cwd=tmp_path)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "each swarm configuration its own" in p.stderr
+    trace = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert trace["seed"] == hits[0] and trace["fault_rate"] == scn.alternative(hits[0]).fault_rate
