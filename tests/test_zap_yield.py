@@ -14,6 +14,7 @@ import pytest
 
 from septlab.check.invariants import Checker
 from septlab.explore.choosers import RandomChooser
+from septlab.explore.driver import run_schedule
 from septlab.explore.exhaustive import CheckOptions, run_check
 from septlab.explore.runtime import Runtime
 from septlab.scenarios import load_scenario
@@ -103,13 +104,23 @@ def test_zaps_drop_mmu_lock_between_tables_and_others_take_it() -> None:
     assert {("__tdp_mmu_zap_root", True), ("tdp_mmu_zap_leafs", True)} <= seen, seen
 
 
-def test_the_zap_yield_check_configuration_is_clean_and_the_root_walk_needs_its_reference() -> None:
-    """The small configuration, bounded as `septlab check` runs it by default (2 preemptions): none with the
-    kernel's root walk; a walk without the root reference reads the freed root."""
-    scn = load_scenario("zap-yield", small=True)
-    r = run_check(scn, get_variant("tdx-free"), False, CheckOptions(strategy="dfs"))
-    assert r.violation is None and r.stats.states > 1000
-    bad = run_check(scn, get_variant("bug-root-walk-no-reference"), False, CheckOptions(strategy="dfs"))
+def test_the_zap_yield_check_configuration_is_clean_and_random_runs_catch_the_unreferenced_walk() -> None:
+    """The small configuration (one preemption, as fast as a unit test) has no violation with the kernel's
+    root walk; random schedules of the full scenario catch a walk without the root reference reading the
+    freed root."""
+    r = run_check(load_scenario("zap-yield", small=True), get_variant("tdx-free"), False,
+                  CheckOptions(strategy="dfs", preemptions=1))
+    assert r.complete is False and r.violation is None and r.stats.states > 1000
+    scn, bad = load_scenario("zap-yield"), get_variant("bug-root-walk-no-reference")
+    hit = next((v for s in range(200) for v in run_schedule(scn, bad, False, s, history=False).violations), None)
+    assert hit is not None and hit.invariant == "rcu-use-after-free"
+
+
+@pytest.mark.slow
+def test_check_finds_the_unreferenced_root_walk_on_its_configuration() -> None:
+    """`septlab check --scenario zap-yield` (2 preemptions, its check_scenario) finds the mutant (~25 s)."""
+    bad = run_check(load_scenario("zap-yield", small=True), get_variant("bug-root-walk-no-reference"), False,
+                    CheckOptions(strategy="dfs", preemptions=2))
     assert bad.violation is not None and bad.violation.invariant == "rcu-use-after-free"
 
 
