@@ -596,7 +596,9 @@ def __tdp_mmu_zap_root(kvm: "Kvm", root: KvmMmuPage, shared: bool, zap_level: in
 
     MODEL: the yield is offered once per table of zap_level, after the walk has made progress (the
     kernel checks at every entry, once the walk has moved since its start or last yield, when
-    need_resched() or mmu_lock is contended): a pass over one table never yields."""
+    need_resched() or mmu_lock is contended): a pass over one table never yields. Within a table the
+    present entries are listed once and each is re-checked before its zap (the lock is not dropped
+    inside a table, and no fault maps into a root being zapped: invalid roots, or teardown's)."""
     host = kvm.host
     gfn = 0
     progress = False
