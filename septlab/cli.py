@@ -430,7 +430,11 @@ def _verdict(rows: list[Batch]) -> str:
 @click.option("--max-steps", type=click.IntRange(1, 10**9), help="Depth bound in steps (bounded: not a proof).")
 @click.option("--preemptions", type=click.IntRange(0, 10**4), help="CHESS preemption bound (default 2 without "
               "--exhaustive).")
-@click.option("--por", type=click.Choice(["on", "off"]), default="on", show_default=True,
+@click.option("--liveness", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="Also look for fair non-progress cycles -- livelocks, tasks that wait forever, grace periods that "
+                   "never end -- under weak fairness, and report one as a lasso (prefix + loop) that replays. Needs "
+                   "--por off.")
+@click.option("--por", type=click.Choice(["on", "off"]), default="off", show_default=True,
               help="Partial-order reduction (sleep sets over certified-independent steps).")
 @click.option("--full", is_flag=True, help="Explore the scenario as written, not its small check configuration.")
 @click.option("--full-states", is_flag=True, help="Store canonical states instead of 64-bit fingerprints.")
@@ -446,7 +450,7 @@ def _verdict(rows: list[Batch]) -> str:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
 @click.option("--trace-dir", default="septlab-traces", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: str, max_steps: int | None,
-          preemptions: int | None, por: str, full: bool, full_states: bool, sets: tuple[str, ...],
+          preemptions: int | None, liveness: str, por: str, full: bool, full_states: bool, sets: tuple[str, ...],
           time_limit: float | None, checkpoint: Path | None, checkpoint_every: float, resume: bool,
           overwrite_checkpoint: bool, show_coverage: bool, json_out: Path | None, trace_dir: Path) -> None:
     """Explore every schedule of a small configuration: thread order, injected SEAMCALL failures and
@@ -461,6 +465,9 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
 
     if resume and not checkpoint:
         raise BadInput("--resume needs --checkpoint FILE")
+    if por == "on" and liveness == "on":
+        raise BadInput("--por on: sleep sets may prune the transition that closes a non-progress cycle; "
+                       "add --liveness off to use them")
     for path, what in ((json_out, "--json"), (checkpoint, "--checkpoint")):
         if path:
             check_output_path(path, what)
@@ -475,10 +482,11 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
         preemptions = 2
     opts = CheckOptions(strategy=strategy, por=por == "on", max_depth=max_steps, preemptions=preemptions,
                         full_states=full_states, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                        resume=resume, time_limit=time_limit, overwrite_checkpoint=overwrite_checkpoint)
+                        resume=resume, time_limit=time_limit, overwrite_checkpoint=overwrite_checkpoint,
+                        liveness=liveness == "on")
     cfg = "as written" if full else "small configuration"
     err.print(f"septlab check: scenario {scn.name} ({cfg}), variant {var.name}, DPAMT {_mode(dpamt)}; "
-              f"{strategy.upper()}, POR {por}, preemptions {'unbounded' if preemptions is None else preemptions}, "
+              f"{strategy.upper()}, POR {por}, liveness {liveness}, preemptions {'unbounded' if preemptions is None else preemptions}, "
               f"depth {'unbounded' if max_steps is None else max_steps}, "
               f"{'full states' if full_states else '64-bit fingerprints'}")
     prog = Progress(TextColumn("exploring"), TextColumn("{task.fields[states]:>9,} states"),
@@ -520,14 +528,26 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
         full_run = run_schedule(scn, var, dpamt, 0, choices=res.choices, history=True)
         header = trace_header(scn, var, dpamt, 0, scn.fault_rate, ov)
         header["scenario_small"] = not full
+        lasso = v.details.get("lasso") if isinstance(v.details, dict) else None
+        if lasso:
+            header["lasso"] = {k: lasso[k] for k in ("prefix", "loop", "task")}
         trace_file = _trace_path(trace_dir, "check", scn.name, var.name, "dpamt" if dpamt else "")
         trace_data = trace_json(header, full_run)
         cmd = f"septlab replay {trace_file}" + (f" --variant {var.source}" if var.source else "")
         kind = "shortest (BFS)" if strategy == "bfs" else "first found (DFS)"
-        out.print(f"\ncounterexample: {len(res.path)} transitions, {full_run.steps} steps, {kind}")
         w = full_run.world
         vv = full_run.violations[0] if full_run.violations else v
-        out.print(render_timeline(full_run.log or [], task_names(w), vv.step))  # type: ignore[arg-type]
+        if lasso:
+            n = lasso["loop"]
+            out.print(f"\nliveness counterexample (lasso): {lasso['prefix']} transitions to the loop, then "
+                      f"{n} transition{'s' if n != 1 else ''} forever (in a {lasso['component_states']:,}-state "
+                      "strongly connected part of the state graph); the trace runs the loop until the lockup "
+                      "detector fires:")
+            out.print("\n".join(v.details["lines"]))
+            out.print(f"replayed {full_run.steps:,} steps: the detector reports {vv.invariant}:")
+        else:
+            out.print(f"\ncounterexample: {len(res.path)} transitions, {full_run.steps} steps, {kind}")
+            out.print(render_timeline(full_run.log or [], task_names(w), vv.step))  # type: ignore[arg-type]
         out.print(render(vv, w.host, None, cmd,  # type: ignore[union-attr]
                          f"scenario {scn.name}  variant {var.name}  DPAMT {_mode(dpamt)}  explorer "
                          f"check/{strategy}  states {st.states:,}"))

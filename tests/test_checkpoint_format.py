@@ -98,7 +98,7 @@ def test_layout_is_magic_envelope_sections_digest(tmp_path):
     assert data.startswith(MAGIC)
     env_line = data[len(MAGIC):data.index(b"\n", len(MAGIC)) + 1]
     env = json.loads(env_line)
-    assert env["header"]["variant"] == "tdx-free" and env["header"]["format"] == 2
+    assert env["header"]["variant"] == "tdx-free" and env["header"]["format"] == 3
     body = sum(s["bytes"] for s in env["sections"])
     assert len(data) == len(MAGIC) + len(env_line) + body + 32
     assert data[-32:] == hashlib.sha256(data[:-32]).digest()
@@ -133,13 +133,13 @@ def test_truncated_or_bit_flipped_checkpoint_is_refused_naming_the_digest(tmp_pa
     ({"variant": "tdx-alloc-hook"}, "header.variant"), ({"strategy": "bfs"}, "header.strategy"),
     ({"preemptions": 1}, "header.preemptions"), ({"full_states": True}, "header.full_states"),
     ({"por": False}, "header.por"), ({"dpamt": True}, "header.dpamt"), ({"scenario": "seed"}, "header.scenario"),
-    ({"max_retries": "3"}, "header.digest"),  # the same scenario, edited
+    ({"steps_per_second": "3"}, "header.digest"),  # the same scenario, edited
 ])
 def test_checkpoint_of_another_check_is_refused(tmp_path, other, field):
     ck = tmp_path / "ck"
     partial(ck, strategy="dfs")
     with pytest.raises(CheckpointError, match=f"{field}: checkpoint is for a different check"):
-        if "max_retries" in other:
+        if "steps_per_second" in other:
             run_check(load_scenario(SCN, other, small=True), get_variant("tdx-free"), False,
                       CheckOptions(strategy="dfs", checkpoint=ck, resume=True))
         else:
@@ -212,8 +212,9 @@ def test_full_state_section_is_checked(tmp_path):
     ck = tmp_path / "ck"
     partial(ck, strategy="dfs", full_states=True)
     good = ck.read_bytes()
-    xp_header = {"format": 2, **check_header(load_scenario(SCN, small=True), get_variant("tdx-free"), False),
-                 "strategy": "dfs", "por": True, "max_depth": None, "preemptions": None, "full_states": True}
+    xp_header = {"format": 3, **check_header(load_scenario(SCN, small=True), get_variant("tdx-free"), False),
+                 "strategy": "dfs", "por": True, "max_depth": None, "preemptions": None, "full_states": True,
+                 "liveness": False}
     cases = [
         ({"nodes": [[1, [0]]], "states": [0]}, r"nodes\[0\]: bad reference"),  # a cycle
         ({"nodes": [[1.5]], "states": [0]}, "only integers"),

@@ -30,7 +30,7 @@ FAST = 150
 TMP = Path(tempfile.mkdtemp(prefix="septlab-fuzz-"))
 BUILTINS = [p.read_text() for p in sorted(BUILTIN_DIR.glob("*.yaml"))]
 KEYS = ["name", "description", "vcpus", "memory", "cache_capacity", "history", "fault_rate", "max_steps",
-        "max_retries", "max_faults", "check", "image", "faults", "threads", "kind", "vcpu", "access", "gfn",
+        "steps_per_second", "max_faults", "check", "image", "faults", "threads", "kind", "vcpu", "access", "gfn",
         "count", "shared", "ops", "after", "accesses", "convert_to_shared", "zap_all_fast", "TDH.MEM.SEPT.ADD",
         "TDX_OPERAND_BUSY"]
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),

@@ -14,7 +14,7 @@ DESIGNS = ["tdx-free", "rcu-free", "tdx-alloc-hook"]
 SCHEDULES = 200
 # Mutants whose race needs a scenario `seed` does not have (a hole punch while the TD is built).
 RANDOM_SCENARIO = {"bug-vp-init-without-mmu-lock": "vcpu-init-race", "bug-page-add-without-src": "vcpu-init-race",
-                   "bug-alloc-root-no-recheck": "root-race", "bug-unmap-skips-invalid-roots": "shared-churn",
+                   "bug-alloc-root-no-recheck": "root-race",
                    "bug-no-memslot-invalid-bail": "memslot-delete"}
 
 
@@ -37,10 +37,11 @@ def test_mutant_is_caught_by_the_invariants_it_declares(mutant):
 
 
 def test_every_invariant_is_shown_to_fire_on_some_mutant():
-    fired: set[str] = set()
-    for m in MUTANTS:
-        fired |= set(violations_over(RANDOM_SCENARIO.get(m, "seed"), m, True, SCHEDULES))
-    assert fired >= set(INVARIANTS), f"never fired: {set(INVARIANTS) - fired}"
+    """Every invariant is declared by some mutant; test_mutant_is_caught_by_the_invariants_it_declares runs
+    each mutant and fails unless every invariant it declares fires (running them all again here cost
+    minutes and showed nothing more)."""
+    declared = set().union(*(registry()[m].catches for m in MUTANTS))
+    assert declared >= set(INVARIANTS), f"no mutant declares: {set(INVARIANTS) - declared}"
 
 
 @pytest.mark.parametrize("scenario", ["seed", "conversion-storm"])

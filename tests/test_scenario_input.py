@@ -230,7 +230,7 @@ def test_conversions_and_image_ranges_are_checked_too(tmp_path):
     ("memory", "2TiB", "memory: '2TiB' is not a whole number of 4 KiB pages from 4KiB to the 1 TiB limit"),
     ("memory", "6KiB", "memory: '6KiB' is not a whole number of 4 KiB pages from 4KiB to the 1 TiB limit"),
     ("max_steps", "10000000001", "max_steps: 10000000001 is greater than the maximum of 10000000000"),
-    ("max_retries", "1000001", "max_retries: 1000001 is greater than the maximum of 1000000"),
+    ("steps_per_second", "1000001", "steps_per_second: 1000001 is greater than the maximum of 1000000"),
     ("max_faults", "1000001", "max_faults: 1000001 is greater than the maximum of 1000000"),
     ("vcpus", "2.0", "vcpus: 2.0 is not of type 'integer'"),
     ("fault_rate", ".nan", "fault_rate: nan is not of type 'number'"),

@@ -70,7 +70,6 @@ def test_a_fault_that_ignores_the_notifier_maps_a_freed_user_page(tmp_path: Path
         threads:
           - {kind: vcpu, vcpu: 0, access: [{gfn: 0x10, shared: true}]}
           - {kind: zapper, ops: [{madvise_dontneed: {gfn: 0x10}}]}
-        max_retries: 2
         """))
     scn = load_scenario(str(f))
     good = check(scn, "tdx-free")

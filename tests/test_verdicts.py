@@ -64,12 +64,17 @@ def test_step_bound_hides_a_leak_and_is_reported_bounded(tmp_path):
     assert d["kind"] == "bounded" and d["schedules_bounded"] == 3 and d["status"].startswith("bounded: ")
 
 
-def test_hook_that_loops_forever_is_bounded_not_a_pass(tmp_path):
+def test_hook_that_loops_forever_is_a_soft_lockup_or_bounded_never_a_pass(tmp_path):
     f = tmp_path / "loop.py"
     f.write_text(LOOPING_HOOK)
-    p = septlab("run", "--scenario", "seed", "--variant", str(f), "--set", "max_steps=3000", cwd=tmp_path)
+    # cut off before the soft-lockup watchdog's 2,000 steps: bounded
+    p = septlab("run", "--scenario", "seed", "--variant", str(f), "--set", "max_steps=1500", cwd=tmp_path)
     assert p.returncode == 4, p.stdout + p.stderr
-    assert "bounded" in p.stdout and "max_steps 3000" in p.stdout
+    assert "bounded" in p.stdout and "max_steps 1500" in p.stdout
+    # past it: the watchdog names the spinning task
+    p = septlab("run", "--scenario", "seed", "--variant", str(f), "--set", "max_steps=3000", cwd=tmp_path)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "watchdog: BUG: soft lockup" in p.stdout and "violated: soft-lockup" in p.stdout
 
 
 def test_compare_rows_carry_status_and_fail_on_violation(tmp_path):

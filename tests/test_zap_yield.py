@@ -112,7 +112,7 @@ def test_the_zap_yield_check_configuration_is_clean_and_random_runs_catch_the_un
                   CheckOptions(strategy="dfs", preemptions=1))
     assert r.complete is False and r.violation is None and r.stats.states > 1000
     scn, bad = load_scenario("zap-yield"), get_variant("bug-root-walk-no-reference")
-    hit = next((v for s in range(200) for v in run_schedule(scn, bad, False, s, history=False).violations), None)
+    hit = next((v for s in range(1000) for v in run_schedule(scn, bad, False, s, history=False).violations), None)
     assert hit is not None and hit.invariant == "rcu-use-after-free"
 
 

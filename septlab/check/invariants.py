@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..explore.runtime import Stop
 from ..host.page_alloc import EXTERNAL_SPT, FREE, GUEST, LEAKED, OWNER_NAMES
 from ..host.probe import Probe
-from ..host.task import _CHAIN_SKIP_FUNCS, _CHAIN_SKIP_MODULES
+from ..host.task import _CHAIN_SKIP_FUNCS, _CHAIN_SKIP_MODULES, OP_WAIT
 from ..kvm.kvm_host import is_hkid_assigned
 from ..kvm.spte import (
     FROZEN_SPTE,
@@ -30,6 +30,17 @@ from ..metrics.metrics import Metrics
 from ..tdx_module import errno as E
 from ..tdx_module.pamt import PT_NAMES, PT_NDA, PT_PAMT
 from ..tdx_module.sept import LEAF_PRESENT, NONLEAF_PRESENT, SEPT_FREE, SEPT_NAMES, entry_key
+from .watchdog import (
+    HUNG_TASK_SECS,
+    RCU_STALL_SECS,
+    SOFTLOCKUP_SECS,
+    gen_chain,
+    holder_of,
+    hung_task_lines,
+    rcu_stall_lines,
+    sleeps,
+    soft_lockup_lines,
+)
 
 if TYPE_CHECKING:
     from ..scenarios.world import World
@@ -140,11 +151,26 @@ INVARIANTS: dict[str, Invariant] = {i.name: i for i in [
               "mmu notifier invalidate_range_start / ->release, mmu_invalidate_retry_gfn, guest_memfd invalidation, "
               "kvm_tdp_mmu_zap_all, kvm_tdp_mmu_unmap_gfn_range (D6)"),
     Invariant("hung-task",
-              "no task waits forever on another that spins in the kernel holding what it waits for (a "
-              "synchronize_srcu() behind a vCPU's local fault retry)",
-              "khungtaskd; tdx_handle_ept_violation's KVM_MEMSLOT_INVALID bail (g.17, D7)"),
+              "no task sleeps in the kernel (D state: a mutex, an rwsem, a completion, synchronize_srcu(), "
+              "rcu_barrier(), wait_for_sept_zap) forever without progress: not for hung_task_timeout_secs (120 s "
+              "of steps) in a random run, not on a fair cycle of the state graph in `check`; nor waits on "
+              "another that spins in the kernel holding what it waits for (a synchronize_srcu() behind a "
+              "vCPU's local fault retry)",
+              "khungtaskd check_hung_uninterruptible_tasks(); tdx_handle_ept_violation's KVM_MEMSLOT_INVALID "
+              "bail (g.17, D7)"),
+    Invariant("soft-lockup",
+              "no task runs (or spins on an rwlock/spinlock) forever without progress: a retry loop exits, a walk "
+              "moves forward; not for 2 * watchdog_thresh (20 s of steps) in a random run, not on a fair cycle "
+              "of the state graph in `check` (a livelock)",
+              "kernel/watchdog.c soft-lockup detector; RET_PF_RETRY / local retry, tdp_mmu_iter_cond_resched()'s "
+              "forward-progress rule, BUSY retries, FROZEN_SPTE spins (host/progress.py)"),
+    Invariant("rcu-stall",
+              "every grace period a callback waits for ends: no reader stays inside rcu_read_lock() forever "
+              "(CONFIG_RCU_CPU_STALL_TIMEOUT, 21 s of steps, in a random run; a fair cycle or the end of the run "
+              "in `check`)",
+              "kernel/rcu/tree_stall.h; every rcu_read_lock() in the TDP MMU walks has its rcu_read_unlock() (f.5)"),
     Invariant("deadlock", "some task can always make progress until every task has finished",
-              "the scheduler (all tasks blocked)"),
+              "the scheduler (all tasks blocked): reported as khungtaskd would, with who holds what"),
 ]}
 
 
@@ -158,7 +184,8 @@ class Violation:
     pfns: tuple[int, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.details.items() if isinstance(v, (int, str, bool, float, list, tuple))}
+        d = {k: v for k, v in self.details.items() if isinstance(v, (int, str, bool, float, list, tuple)) or (
+            isinstance(v, dict) and all(isinstance(x, (int, str, bool, float)) for x in v.values()))}
         return {"invariant": self.invariant, "step": self.step, "task": self.task, "title": self.title,
                 "pfns": [f"{p:#x}" for p in self.pfns], "details": d}
 
@@ -437,8 +464,14 @@ class Checker(Probe):
         """End-of-run invariants: deadlock, leak-at-destroy, PAMT refcount balance."""
         self.metrics.steps = steps
         self.metrics.sample(steps, self._in_use())
+        rcu = self.host.rcu
+        if status in ("done", "deadlock") and rcu.callbacks and not rcu.has_work():
+            # nothing can run any more and a grace period a callback waits for can never end
+            title, lines, blockers = rcu_stall_lines(self.host, self.world.threads, RCU_STALL_SECS)  # type: ignore[union-attr]
+            self._end_violation("rcu-stall", title, (), lines=lines, blocked_by=blockers)
         if status == "deadlock":
-            self._end_violation("deadlock", f"BUG: no task can make progress: {'; '.join(blocked)}", (), blocked=blocked)
+            title, extra = self._deadlock_report(blocked)
+            self._end_violation("deadlock", title, (), blocked=blocked, **extra)
             return
         if status != "done":
             return
@@ -479,6 +512,30 @@ class Checker(Probe):
                                         f"BUG: pamt_refcounts[{r:#x}] = {have} after teardown, "
                                         f"{need.get(r, 0)} page(s) of the region still need PAMT_4K",
                                         (), region=r, refcount=have, expected=need.get(r, 0))
+
+    def _deadlock_report(self, blocked: list[str]) -> tuple[str, dict[str, Any]]:
+        """No task can run: what khungtaskd would print for each task asleep in the kernel, with who
+        holds what it waits for (a task spinning on a lock would be a soft lockup; userspace waits are
+        listed last)."""
+        lines: list[str] = []
+        user: list[str] = []
+        first = ""
+        for th in self.world.threads:  # type: ignore[union-attr]
+            if th.done or th.task.daemon or th.op is None:
+                continue
+            if th.op.kind == OP_WAIT and th.op.user:
+                user.append(f"(userspace) {th.task.name}: {th.op.what}")
+                continue
+            chain = gen_chain(th.gen)
+            if sleeps(th.op):
+                more = hung_task_lines(th.task, HUNG_TASK_SECS, th.op.what, chain, holder_of(th.op))
+            else:
+                more = soft_lockup_lines(th.task, SOFTLOCKUP_SECS + 2, f"spinning: {th.op.what}", chain, False)
+                more.append(f"  the lock is held by {holder_of(th.op) or '?'}")
+            first = first or more[0]
+            lines += more + [""]
+        lines += user
+        return (first or f"BUG: no task can make progress: {'; '.join(blocked)}"), {"lines": lines}
 
     def _end_violation(self, name: str, title: str, pfns: tuple[int, ...], **d: Any) -> None:
         self.violations.append(Violation(name, self.host.clock, "end-of-run", title, d, pfns))

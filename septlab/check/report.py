@@ -7,7 +7,8 @@ sleep-in-atomic: __might_resched()'s "BUG: sleeping function called from invalid
 lockdep's "possible circular locking dependency detected" (dependency chain with the stack where each
 dependency was first seen, the CPU0/CPU1 scenario) or "possible recursive locking detected";
 suspicious-rcu-usage: lockdep_rcu_suspicious()'s "WARNING: suspicious RCU usage"; lockdep-assert: the
-WARN_ON of lockdep_assert_held*(). <file>:<line> in these is the model's line of the annotation (the
+WARN_ON of lockdep_assert_held*(); soft-lockup, hung-task, rcu-stall and deadlock: the lockup detectors'
+reports (check/watchdog.py builds their lines). <file>:<line> in these is the model's line of the annotation (the
 kernel prints its own source line; the call chain names the kernel functions). Every report ends with
 the command that replays it.
 """
@@ -239,6 +240,8 @@ def render(v: Violation, host: Any, log: list[tuple[int, str, str]] | None, repl
         out += _rcu_suspicious(v)
     elif v.invariant == "lockdep-assert":
         out += _lockdep_assert(v)
+    elif "lines" in v.details:  # the lockup detectors (check/watchdog.py) and the deadlock report
+        out += [str(x) for x in v.details["lines"]]
     elif v.invariant == "hung-task":
         out += _hung_task(v)
     elif v.invariant == "stale-spte":

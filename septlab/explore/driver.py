@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..check.invariants import INVARIANTS, Checker, Violation
+from ..check.watchdog import Thresholds, Watchdog
 from ..metrics.metrics import merge
 from ..outputs import printable
 from ..outputs import write_json_atomic as write_json_atomic
@@ -70,6 +71,9 @@ def run_schedule(scn: Scenario, variant: Variant, dpamt: bool, seed: int, *, fau
     if world.host.history is not None:
         rt.log = []
     rt.tick = tick
+    dog = Watchdog(checker, world.threads, Thresholds.for_scenario(scn.steps_per_second))
+    dog.log = rt.log
+    rt.watch = dog.scan
     out = rt.run()
     checker.finish(out.status, out.steps, out.blocked)
     verdict = schedule_verdict(out.status, (v.invariant for v in checker.violations), scn.max_steps)

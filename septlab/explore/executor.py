@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import kernel as K
 from ..check.invariants import Checker
+from ..check.watchdog import sleeps
 from ..explore.runtime import Stop, op_enabled
 from ..host.task import OP_SEAMCALL, OP_WAIT
 from ..scenarios import Scenario
@@ -103,10 +104,14 @@ class Executor:
         host = self.host
         if K._ACTIVE is not host.patches:
             K.activate(host.patches)
-        host.current = t.task
+        task = t.task
+        host.current = task
         host.clock = self.step
+        # Progress of this step (host/progress.py), for the state graph's edges: leaving a userspace
+        # wait and finishing count too.
+        host.progressed = (1 << task.cpu) if op.kind == OP_WAIT and op.user else 0
         if self.history:
-            self.log.append((self.step, t.task.name, op.what or repr(op)))
+            self.log.append((self.step, task.name, op.what or repr(op)))
         self.step += 1
         self.steps_executed += 1
         info = StepInfo(tid, op.what, op.leaf if op.kind == OP_SEAMCALL else -1)
@@ -114,7 +119,8 @@ class Executor:
             t.op = t.gen.send(inj or None)
         except StopIteration:
             t.done = True
-            t.task.done = True
+            task.done = True
+            host.progressed |= 1 << task.cpu
         except Stop:
             self.stopped = True
         except KeyboardInterrupt:
@@ -154,6 +160,33 @@ class Executor:
                 outcome = ("injected " if ls[2] else "") + (E.ERROR_NAMES.get(E.status(ls[1]), "?") if ls[1] else "ok")
                 cov.note_seamcall(op.leaf, state_name, outcome)
         return self.host.rcu.touches != before
+
+    def liveness_masks(self, trs: list[Transition]) -> tuple[int, int, int]:
+        """(enabled, owes progress, blocked-not-spinning) task masks of the current state (liveness.py)."""
+        enabled = 0
+        for tid, _ in trs:
+            enabled |= 1 << tid
+        wants = sleeping = 0
+        for i, t in enumerate(self.threads):
+            if t.done:
+                continue
+            task = t.task
+            if task.daemon and (task.wants is None or not task.wants()):
+                continue
+            wants |= 1 << i
+            if sleeps(t.op) or (t.op.kind == OP_WAIT and t.op.user):
+                sleeping |= 1 << i
+        return enabled, wants, sleeping
+
+    def progressed(self) -> int:
+        """The tasks (thread-index bits) that made progress in the last executed step."""
+        return self.host.progressed
+
+    def daemons(self) -> int:
+        return sum(1 << i for i, t in enumerate(self.threads) if t.task.daemon)
+
+    def task_name(self, tid: int) -> str:
+        return self.threads[tid].task.name
 
     def events(self) -> list[str]:
         """Invariant-relevant events this run reached (for coverage)."""

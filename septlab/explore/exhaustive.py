@@ -18,9 +18,9 @@ Reductions, each behind a flag:
   "bounded: not a proof".
 
 Checkpoints (`--checkpoint`, `--resume`) are data only, never pickle, so a crafted file cannot run code.
-Format 2, all integers little-endian:
+Format 3, all integers little-endian:
 
-    SEPTLAB-CHECKPOINT 2\\n                           magic line (format version)
+    SEPTLAB-CHECKPOINT 3\\n                           magic line (format version)
     {"header": {...}, "sections": [...]}\\n           envelope: one JSON line, at most 1 MiB
     section payloads, back to back                   sizes as declared in the envelope
     SHA-256 of every byte above (32 bytes)           truncation, bit flips and edits are detected
@@ -30,8 +30,9 @@ a checkpoint of another check is refused before its body is read. Sections, in t
 zlib-compressed or stored raw: `doc` (JSON: stats, persisted bounds, found invariants, coverage, the DFS
 stack), `visited` (uint64 fingerprints), `visited_states` (JSON, full-state mode: the states hash-consed,
 every distinct sub-tuple stored once), the preemption budgets and POR sleep marks (uint64 keys, int64/uint8
-values) and the BFS frontier and tree (int64 parents, task ids and preemption counts, uint64 injected error
-codes). Loading checks the declared sizes against the file and a decompression ratio cap before
+values), the BFS frontier and tree (int64 parents, task ids and preemption counts, uint64 injected error
+codes) and, for liveness (format 3), the search nodes' fingerprints and the state graph (uint64 states,
+three task masks per state, five words per edge: source, target, task, injected error, progress mask). Loading checks the declared sizes against the file and a decompression ratio cap before
 allocating, verifies the digest, then checks every field's type and range (a bad one is a one-line
 CheckpointError naming the file and the field).
 
@@ -63,10 +64,11 @@ from ..tdx_module import errno as E
 from ..variants import Variant
 from .executor import Executor, Transition
 from .fpset import FingerprintSet, FullStateSet
+from .liveness import Lasso, StateGraph, find_lassos
 from .state import fingerprint
 
-CHECKPOINT_FORMAT = 2
-MAGIC = b"SEPTLAB-CHECKPOINT 2\n"
+CHECKPOINT_FORMAT = 3
+MAGIC = b"SEPTLAB-CHECKPOINT 3\n"
 _MAGIC_STEM = b"SEPTLAB-CHECKPOINT "
 _MAX_ENVELOPE = 1 << 20  # bytes of the envelope line
 _MAX_RATIO = 1100  # zlib cannot expand more than ~1032:1; a larger declared raw size is a lie
@@ -79,8 +81,9 @@ _SECTIONS: tuple[tuple[str, str], ...] = (
     ("doc", "json"), ("visited", "<u8"), ("visited_states", "json"),
     ("budget_keys", "<u8"), ("budget_vals", "<i8"), ("asleep_keys", "<u8"), ("asleep_vals", "|u1"),
     ("frontier", "<i8"), ("tree_parent", "<i8"), ("tree_tid", "<i8"), ("tree_err", "<u8"), ("tree_pre", "<i8"),
+    ("node_fp", "<u8"), ("graph_nodes", "<u8"), ("graph_info", "<u8"), ("graph_edges", "<u8"),
 )
-_RAW = {"visited", "budget_keys", "asleep_keys"}
+_RAW = {"visited", "budget_keys", "asleep_keys", "node_fp", "graph_nodes", "graph_edges"}
 # Bounds of one invocation, not of the search space: never persisted, or a resumed search could not complete.
 _RUN_BOUNDS = {"time limit", "interrupted"}
 _NODE_KEYS = ("trs", "i", "sleep", "pre", "last", "chosen", "done", "gp", "last_enabled")
@@ -105,6 +108,7 @@ class CheckOptions:
     time_limit: float | None = None  # seconds of this invocation (a resumed search gets its own budget)
     progress: Callable[["CheckStats"], None] | None = None
     should_stop: Callable[[], bool] | None = None  # polled like the time limit; True ends the search, "interrupted"
+    liveness: bool = False  # record the state graph and look for fair non-progress cycles (needs por=False)
 
 
 @dataclass
@@ -395,7 +399,7 @@ def write_checkpoint(path: Path, header: dict[str, Any], payload: dict[str, Any]
 
 
 def read_checkpoint(path: Path, expect_header: dict[str, Any], f: _Fields) -> dict[str, Any]:
-    """Read and verify a format-2 checkpoint: magic, envelope, header (must equal `expect_header`), declared
+    """Read and verify a format-3 checkpoint: magic, envelope, header (must equal `expect_header`), declared
     sizes against the file, the SHA-256 digest, then decode each section (JSON parsed strictly, arrays as
     numpy). Nothing here evaluates code; every size is checked before the bytes are read or inflated."""
     try:
@@ -509,6 +513,7 @@ class Explorer:
         self.bfs_parent: list[int] = []
         self.bfs_tr: list[Transition] = []
         self.bfs_pre: list[int] = []
+        self.bfs_fp: list[int] = []  # fingerprint of each node's state (liveness: the graph's edge sources)
         self._intern: dict[Transition, Transition] = {}
         self.interrupted = False
         # undo journal of the step in progress: visited inserts, (dict, key, old value or None)
@@ -519,6 +524,11 @@ class Explorer:
         self._t0 = self._run_t0 = time.monotonic()  # elapsed origin (across resumes), this invocation's start
         if hasattr(ex, "record"):
             ex.record = False  # choice lists are rebuilt for the one path that is reported
+        if opts.liveness and opts.por:
+            raise ValueError("liveness needs every transition: sleep sets (POR) may prune the one that closes a cycle")
+        # the state graph for liveness (explore/liveness.py), when the executor can describe its states
+        self.graph: StateGraph | None = StateGraph() if opts.liveness and hasattr(ex, "liveness_masks") else None
+        self.lasso: Lasso | None = None
 
     # --- helpers -------------------------------------------------------------------------------------
     def _key(self) -> Any:
@@ -660,6 +670,90 @@ class Explorer:
         return CheckResult(s, complete and not self.bounded, sorted(self.bounded), viol, path or [], choices,
                            self.cov.as_json(), vb / max(1, s.states), vb, dict(self.found), self.interrupted)
 
+    # --- liveness ------------------------------------------------------------------------------------
+    def _graph_state(self, key: Any, trs: list[Transition]) -> int:
+        fp = self._fp(key)
+        if self.graph is not None:
+            self.graph.state(fp, *self.ex.liveness_masks(trs))
+        return fp
+
+    def _graph_edge(self, src: int | None, tr: Transition, key: Any, trs: list[Transition]) -> int:
+        """Record the step just executed (src --tr--> the current state) and the state; its fingerprint."""
+        fp = self._graph_state(key, trs)
+        if self.graph is not None and src is not None:
+            self.graph.edge(src, tr, fp, self.ex.progressed())
+        return fp
+
+    def _liveness(self) -> tuple[Any, list[Transition]] | None:
+        """After a search without safety violation: the best confirmed lasso, as (violation, path), where
+        the path runs the loop often enough for the random-run watchdog to fire on replay."""
+        g = self.graph
+        if g is None:
+            return None
+        ex = self.ex
+        for lasso in find_lassos(g, len(ex.threads), ex.daemons()):
+            whats = self._confirm(lasso)
+            if whats is None:
+                continue
+            self.lasso = lasso
+            return self._lasso_violation(lasso, whats), self._lasso_path(lasso)
+        return None
+
+    def _confirm(self, lasso: Lasso) -> list[tuple[str, str]] | None:
+        """Re-execute prefix + loop twice: the loop must be enabled step by step and come back to the state
+        it started in. Returns (task, step) of one loop iteration."""
+        ex = self.ex
+        ex.reset()
+        for tr in lasso.prefix:
+            if tr not in ex.transitions():
+                return None
+            ex.execute(tr)
+        start = ex.fingerprint()
+        whats: list[tuple[str, str]] = []
+        for rep in range(2):
+            for tr in lasso.loop:
+                if tr not in ex.transitions() or ex.stopped:
+                    return None
+                info = ex.execute(tr)
+                if not rep:
+                    whats.append((ex.task_name(tr[0]), info.what))
+            if ex.fingerprint() != start or ex.stopped:
+                return None
+        return whats
+
+    def _lasso_path(self, lasso: Lasso) -> list[Transition]:
+        """prefix + the loop repeated past the watchdog's threshold for the lasso's kind (and no further
+        than the scenario's step bound)."""
+        from ..check.watchdog import WATCH_EVERY, Thresholds
+
+        scn = self.ex.scn
+        lim = Thresholds.for_scenario(scn.steps_per_second)
+        need = {"soft-lockup": lim.soft_lockup, "rcu-stall": lim.rcu_stall}.get(lasso.kind, lim.hung_task)
+        reps = (need + 4 * WATCH_EVERY + len(lasso.prefix)) // len(lasso.loop) + 2
+        reps = max(2, min(reps, (scn.max_steps - len(lasso.prefix)) // len(lasso.loop)))
+        return lasso.prefix + lasso.loop * reps
+
+    def _lasso_violation(self, lasso: Lasso, whats: list[tuple[str, str]]) -> Any:
+        from ..check.invariants import Violation
+
+        ex = self.ex
+        name = ex.task_name(lasso.task)
+        what = {"soft-lockup": "keeps running without progress (livelock)",
+                "hung-task": "waits forever: nothing it waits for can happen on the loop",
+                "rcu-stall": "owes a grace period that never ends"}[lasso.kind]
+        title = (f"{lasso.kind}: {name} {what}: a fair {len(lasso.loop)}-step cycle after a "
+                 f"{len(lasso.prefix)}-step prefix")
+        lines = [title, f"starving task: {name}; tasks that run on the loop: "
+                        f"{', '.join(ex.task_name(t) for t in lasso.steppers)} (weak fairness: every task "
+                        "runnable throughout the loop runs on it)",
+                 f"prefix: {len(lasso.prefix)} transitions from the initial state",
+                 f"loop ({len(lasso.loop)} transition{'s' if len(lasso.loop) != 1 else ''}, then again from its "
+                 "first step, forever):"]
+        lines += [f"  <{t}> {w}" for t, w in whats]
+        return Violation(lasso.kind, len(lasso.prefix), name, title,
+                         {"lines": lines, "lasso": {"prefix": len(lasso.prefix), "loop": len(lasso.loop),
+                                                    "task": name, "component_states": lasso.component}})
+
     # --- DFS -----------------------------------------------------------------------------------------
     @staticmethod
     def _budget_key(fp: int, last: int) -> int:
@@ -706,8 +800,10 @@ class Explorer:
             at = -1
         else:
             ex.reset()
-            self._admit(self._key(), o.preemptions or 0, False)
+            key0 = self._key()
+            self._admit(key0, o.preemptions or 0, False)
             stack = [self._node(frozenset(), 0, -1)]
+            stack[0]["fp"] = self._graph_state(key0, stack[0]["trs"])
             at = 0  # the executor is at stack[at]
         viol: Any = None
         vpath: list[Transition] = []
@@ -771,11 +867,14 @@ class Explorer:
                     if gp is not None and gp in cand and tr[0] != gp[0] and not touched_rcu:
                         sleep = frozenset({gp})
                 pre_left = (o.preemptions - pre) if o.preemptions is not None else 0
-                if not self._admit(self._key(), pre_left, bool(sleep), tr[0]):
+                key = self._key()
+                fp = self._graph_edge(node.get("fp"), tr, key, trs)
+                if not self._admit(key, pre_left, bool(sleep), tr[0]):
                     self.stats.revisits += 1
                     snap = None
                     continue
                 stack.append(self._node(sleep, pre, tr[0], trs))
+                stack[-1]["fp"] = fp
                 snap = None
                 at = len(stack) - 1
                 self._tick(stack, len(stack))
@@ -792,6 +891,13 @@ class Explorer:
             return self._result(False, viol, vpath)
         self._progress(0)
         self._final_checkpoint(stack)
+        return self._finish()
+
+    def _finish(self) -> CheckResult:
+        """No safety violation: the liveness verdict on the graph explored, then the result."""
+        found = self._liveness() if not self.interrupted else None
+        if found is not None:
+            return self._result(False, *found)
         return self._result(not self.bounded)
 
     def _node(self, sleep: frozenset, pre: int, last: int, trs: list[Transition] | None = None) -> dict[str, Any]:
@@ -859,10 +965,12 @@ class Explorer:
             frontier = self._load_checkpoint()
         else:
             ex.reset()
-            self._bfs_admit(self._key(), bound or 0)
+            key0 = self._key()
+            self._bfs_admit(key0, bound or 0)
             self.bfs_parent = [-1]
             self.bfs_tr = [(-1, 0)]
             self.bfs_pre = [0] if bound is not None else []
+            self.bfs_fp = [self._graph_state(key0, ex.transitions())]
             frontier = deque([0])
         viol: Any = None
         vpath: list[Transition] = []
@@ -906,7 +1014,8 @@ class Explorer:
                             break
                         self._note_found()
                         continue
-                    if not ex.transitions():
+                    ctrs = ex.transitions()
+                    if not ctrs:
                         v = self._at_leaf()
                         if v is not None:
                             if o.stop_at_first:
@@ -918,7 +1027,11 @@ class Explorer:
                         self.stats.depth_pruned += 1
                         self.bounded.add(f"depth {o.max_depth}")
                         continue
-                    if self._bfs_admit(self._key(), (bound - pre) if bound is not None else 0, tr[0]):
+                    key = self._key()
+                    fp = self._graph_edge(self.bfs_fp[node] if node < len(self.bfs_fp) else None, tr, key, ctrs)
+                    if self._bfs_admit(key, (bound - pre) if bound is not None else 0, tr[0]):
+                        if len(self.bfs_fp) == len(self.bfs_parent):
+                            self.bfs_fp.append(fp)
                         self.bfs_parent.append(node)
                         self.bfs_tr.append(self._intern.setdefault(tr, tr))
                         if bound is not None:
@@ -937,20 +1050,21 @@ class Explorer:
                     frontier.pop()
                 if not frontier or frontier[0] != node:
                     frontier.appendleft(node)
-                del self.bfs_parent[t0:], self.bfs_tr[t0:], self.bfs_pre[t0:]
+                del self.bfs_parent[t0:], self.bfs_tr[t0:], self.bfs_pre[t0:], self.bfs_fp[t0:]
                 self._rollback(stats, found)
             self._interrupt()
         if viol is not None:
             return self._result(False, viol, vpath)
         self._progress(0)
         self._final_checkpoint(frontier)
-        return self._result(not self.bounded)
+        return self._finish()
 
     # --- checkpoints -------------------------------------------------------------------------------
     def _header(self) -> dict[str, Any]:
         o = self.o
         return {"format": CHECKPOINT_FORMAT, **self.header, "strategy": o.strategy, "por": o.por,
-                "max_depth": o.max_depth, "preemptions": o.preemptions, "full_states": o.full_states}
+                "max_depth": o.max_depth, "preemptions": o.preemptions, "full_states": o.full_states,
+                "liveness": self.graph is not None}
 
     def _save_checkpoint(self, frontier: Any) -> None:
         """Everything a resume needs, as data (see the module docstring for the format)."""
@@ -979,10 +1093,60 @@ class Explorer:
             "tree_tid": np.fromiter((t for t, _ in tr), np.int64, len(tr)),
             "tree_err": np.fromiter((e for _, e in tr), np.uint64, len(tr)),
             "tree_pre": np.array(self.bfs_pre if bfs else [], np.int64),
+            **self._graph_sections(frontier, bfs),
         }
         write_checkpoint(self.o.checkpoint, self._header(), payload)
         self._last_ckpt = time.monotonic()
         self.stats.checkpoints += 1
+
+    def _graph_sections(self, frontier: Any, bfs: bool) -> dict[str, Any]:
+        """The liveness graph: node fingerprints of the search nodes (BFS tree / DFS stack), the states
+        with (enabled, owes progress, asleep) masks, the edges as (src, dst, tid, err, progressed)."""
+        g = self.graph
+        if g is None:
+            return {k: np.zeros(0, np.uint64) for k in ("node_fp", "graph_nodes", "graph_info", "graph_edges")}
+        fps = self.bfs_fp if bfs else [n["fp"] for n in frontier]
+        edges = [x for src, lst in g.out.items() for (tid, err), dst, prog in lst for x in (src, dst, tid, err, prog)]
+        return {"node_fp": np.array(fps, np.uint64), "graph_nodes": np.fromiter(g.info.keys(), np.uint64, len(g.info)),
+                "graph_info": np.array([x for v in g.info.values() for x in v], np.uint64),
+                "graph_edges": np.array(edges, np.uint64)}
+
+    def _restore_graph(self, f: _Fields, sec: dict[str, Any], nodes_expected: int) -> list[int]:
+        """Check and install the liveness graph; returns the search nodes' fingerprints."""
+        names = ("node_fp", "graph_nodes", "graph_info", "graph_edges")
+        if self.graph is None:
+            for k in names:
+                if sec[k].size:
+                    f.fail(k, "liveness data in a checkpoint of a search without liveness")
+            return []
+        node_fp, nodes, info, edges = (sec[k] for k in names)
+        if node_fp.size != nodes_expected:
+            f.fail("node_fp", f"{node_fp.size} fingerprints for {nodes_expected} search nodes")
+        if info.size != 3 * nodes.size or edges.size % 5:
+            f.fail("graph_info", f"{info.size} masks for {nodes.size} states, {edges.size} edge words")
+        if np.unique(nodes).size != nodes.size:
+            f.fail("graph_nodes", "duplicate states")
+        nt = f.nthreads
+        if nt is not None and info.size and int(info.max()) >= 1 << nt:
+            f.fail("graph_info", f"a task mask names a task beyond the {nt} of this scenario")
+        g = StateGraph()
+        for k, fp in enumerate(nodes.tolist()):
+            g.state(fp, *(int(x) for x in info[3 * k:3 * k + 3]))
+        known = g.info
+        e = edges.reshape(-1, 5).tolist() if edges.size else []
+        for k, (src, dst, tid, err, prog) in enumerate(e):
+            w = f"graph_edges[{k}]"
+            if src not in known or dst not in known:
+                f.fail(w, "an edge between states the graph does not hold")
+            if nt is not None and (tid >= nt or prog >= 1 << nt):
+                f.fail(w, f"task {tid} / progress mask {prog:#x} beyond the {nt} tasks of this scenario")
+            if f.errors is not None and err not in f.errors:
+                f.fail(w, f"injected error {err:#x} is not one the scenario's fault model allows")
+            g.edge(src, (tid, err), dst, prog)
+        if set(node_fp.tolist()) - known.keys():
+            f.fail("node_fp", "a search node whose state the graph does not hold")
+        self.graph = g
+        return node_fp.tolist()
 
     def _final_checkpoint(self, frontier: Any) -> None:
         """However the search ended short of a violation (complete, bounded, time limit, interrupted), save
@@ -1109,6 +1273,7 @@ class Explorer:
             intern = self._intern
             self.bfs_tr = [intern.setdefault(t, t) for t in zip(tid.tolist(), err.tolist(), strict=True)]
             self.bfs_pre = pre.tolist()
+            self.bfs_fp = self._restore_graph(f, sec, n)
             out: Any = deque(fr.tolist())
         else:
             for name in ("frontier", "tree_parent", "tree_tid", "tree_err", "tree_pre"):
@@ -1118,6 +1283,9 @@ class Explorer:
             for k, nd in enumerate(out[:-1]):
                 if nd["chosen"] is None:
                     f.fail(f"stack[{k}].chosen", "every node below the top needs the transition taken from it")
+            for nd, fp in zip(out, self._restore_graph(f, sec, len(out) if self.graph is not None else 0),
+                              strict=False):
+                nd["fp"] = fp
 
         self.visited = visited
         self.budget, self.asleep = budget, asleep

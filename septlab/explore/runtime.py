@@ -16,6 +16,7 @@ from ..host.task import OP_READ_LOCK, OP_RUN, OP_SEAMCALL, OP_SPIN_LOCK, OP_WAIT
 from ..kernel import activate
 
 TICK_MASK = (1 << 16) - 1
+WATCH_MASK = 63  # the lockup detectors scan every 64 steps (check/watchdog.py WATCH_EVERY)
 
 
 class Chooser(Protocol):
@@ -78,6 +79,7 @@ class Runtime:
         self.step = 0
         self.log: list[tuple[int, str, str]] | None = None  # (step, task, what) when asked for
         self.tick: Any = None  # called with the step count every TICK steps (progress of long runs)
+        self.watch: Any = None  # called with the step count every 64 steps (the lockup detectors)
 
     def _choose(self, kind: str, n: int) -> int:
         i = self.chooser.choose(kind, n)
@@ -111,8 +113,11 @@ class Runtime:
                 if self.step >= self.max_steps:
                     status = "step-bound"
                     break
-                if not self.step & TICK_MASK and self.tick is not None:
-                    self.tick(self.step)
+                if not self.step & WATCH_MASK:
+                    if self.watch is not None:
+                        self.watch(self.step)
+                    if not self.step & TICK_MASK and self.tick is not None:
+                        self.tick(self.step)
                 t = enabled[self._choose("sched", len(enabled))] if len(enabled) > 1 else enabled[0]
                 op = t.op
                 inj = None
@@ -123,16 +128,20 @@ class Runtime:
                         k = self._choose("fault", len(opts) + 1)
                         if k:
                             inj = opts[k - 1]
-                host.current = t.task
-                host.clock = self.step
+                task = t.task
+                host.current = task
+                host.clock = task.last_ran = self.step
+                if op.kind == OP_WAIT and op.user:  # back in the kernel: the lockup clocks restart
+                    task.last_progress = self.step
                 if self.log is not None:
-                    self.log.append((self.step, t.task.name, op.what or repr(op)))  # type: ignore[union-attr]
+                    self.log.append((self.step, task.name, op.what or repr(op)))  # type: ignore[union-attr]
                 self.step += 1
                 try:
                     t.op = t.gen.send(inj)
                 except StopIteration:
                     t.done = True
-                    t.task.done = True
+                    task.done = True
+                    task.last_progress = self.step
         except Stop:
             status = "stopped"
         except (ReplayDivergence, KeyboardInterrupt):

@@ -27,6 +27,9 @@ class Host:
     current: Task = field(default_factory=lambda: Task("init", "init"))
     current_cb: Any = None
     clock: int = 0
+    # Tasks (bit = Task.cpu) that made progress in kernel terms during the step being run: set by
+    # host/progress.py, read and cleared by the explorer that records the state graph's edges.
+    progressed: int = 0
     seam: Any = None  # the TDX module (septlab.tdx_module.module.TdxModule)
     faults_injected: int = 0  # non-BUSY SEAMCALL failures injected so far (they explain later WARNs)
     injections: int = 0  # every injected SEAMCALL failure (the scenario's max_faults budget counts these)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .locks import _site, might_sleep
+from .progress import progress
 from .task import CTX_SOFTIRQ, OP_WAIT, SOFTIRQ_OFFSET, Op, callchain
 
 if TYPE_CHECKING:
@@ -141,8 +142,10 @@ def rcu_core(host: "Host") -> Generator[Op, object, None]:
             task.ctx.pop()
             host.current_cb = None
             rcu.invoked += 1
+            progress(host, "RCU callback invoked")
             host.probe.rcu_callback()
         else:
             rcu.gp_seq += 1
             rcu.touches += 1
+            progress(host, "grace period ended")
             host.probe.grace_period(rcu.gp_seq)

@@ -27,14 +27,18 @@ OP_NAMES = ("run", "read_lock", "write_lock", "spin_lock", "seamcall", "wait")
 class Op:
     """One announced step: what kind, which object, and for SEAMCALLs the leaf and whether it may fail."""
 
-    __slots__ = ("kind", "obj", "leaf", "nofail", "what")
+    __slots__ = ("kind", "obj", "leaf", "nofail", "what", "user")
 
-    def __init__(self, kind: int, obj: Any = None, what: str = "", leaf: int = -1, nofail: bool = False):
+    def __init__(self, kind: int, obj: Any = None, what: str = "", leaf: int = -1, nofail: bool = False,
+                 user: bool = False):
         self.kind = kind
         self.obj = obj
         self.what = what
         self.leaf = leaf
         self.nofail = nofail
+        # An OP_WAIT of userspace (a thread that has not made its next syscall yet, a join), not of a
+        # task blocked in the kernel: khungtaskd does not watch it (the task is not in D state).
+        self.user = user
 
     def __repr__(self) -> str:
         return f"Op({OP_NAMES[self.kind]}, {self.what or self.obj!r})"
@@ -68,6 +72,11 @@ class Task:
     injected_error: bool = False  # the last SEAMCALL's error was injected by the fault model
     vcpu: Any = None
     done: bool = False
+    # Liveness (septlab/host/progress.py): the step of the task's last progress in kernel terms, and the
+    # step it last ran. A daemon (the RCU softirq) is watched only while `wants()` says it has work.
+    last_progress: int = 0
+    last_ran: int = 0
+    wants: Any = None
 
     @property
     def in_softirq(self) -> bool:

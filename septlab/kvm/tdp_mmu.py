@@ -31,6 +31,7 @@ from ..host.locks import (
 )
 from ..host.memcache import kvm_mmu_memory_cache_alloc
 from ..host.page_alloc import EXTERNAL_SPT, GFP_KERNEL_ACCOUNT, SPT, alloc_page, free_page, kasan_check, set_owner
+from ..host.progress import progress
 from ..host.rcu import call_rcu, rcu_dereference_splat, rcu_read_lock, rcu_read_unlock
 from ..host.task import OP_RUN, Op
 from .kvm_host import KVM_BUG_ON
@@ -61,6 +62,7 @@ Gen = Generator[Op, object, int]
 
 EBUSY = -16
 EIO = -5
+RET_PF_CONTINUE = 0
 RET_PF_CONTINUE = 0
 RET_PF_RETRY = 1
 RET_PF_FIXED = 2
@@ -601,23 +603,25 @@ def __tdp_mmu_zap_root(kvm: "Kvm", root: KvmMmuPage, shared: bool, zap_level: in
     inside a table, and no fault maps into a root being zapped: invalid roots, or teardown's)."""
     host = kvm.host
     gfn = 0
-    progress = False
+    moved = False
     while True:
         if not host.current.rcu_nesting:  # the iterator's kvm_tdp_mmu_read_spte()
             rcu_dereference_splat(host, "__tdp_mmu_zap_root: kvm_tdp_mmu_read_spte(sptep)")
         table = tdp_mmu_next_zap_table(root, gfn, zap_level, kvm.sp_by_spt, host)
         if table is None:
             return 0
-        if progress:
+        if moved:
+            progress(host, "__tdp_mmu_zap_root: forward progress (iter->yielded_gfn advanced)")
             yield from tdp_mmu_iter_cond_resched(kvm, shared)
-            progress = False
+            moved = False
             continue  # iter->yielded: tdp_iter_restart() walks down from the root again at gfn
         for i in [i for i, v in enumerate(table.sptes) if v & PT_PRESENT_MASK]:
             if table.sptes[i] & PT_PRESENT_MASK:
                 yield from tdp_mmu_zap_spte(kvm, TdpIter(table, i, zap_level, sp_entry_gfn(table, i), table.sptes[i]),
                                             shared)
+                progress(host, "__tdp_mmu_zap_root: an entry zapped, the walk moves forward")
         gfn = table.gfn + SPTE_ENT_PER_PAGE ** zap_level
-        progress = True
+        moved = True
 
 
 def tdp_mmu_zap_root(kvm: "Kvm", root: KvmMmuPage, shared: bool) -> Gen:
@@ -636,6 +640,7 @@ def tdp_mmu_zap_root(kvm: "Kvm", root: KvmMmuPage, shared: bool) -> Gen:
     for zap_level in TDP_MMU_ZAP_ROOT_PASSES + (root.level,):
         yield from __tdp_mmu_zap_root(kvm, root, shared, zap_level)
     rcu_read_unlock(host)
+    progress(host, "tdp_mmu_zap_root() finished")
     return 0
 
 
@@ -726,6 +731,7 @@ def tdp_mmu_zap_leafs(kvm: "Kvm", root: KvmMmuPage, start: int, end: int, can_yi
         if is_shadow_present_pte(huge) and is_large_pte(huge):
             yield from tdp_mmu_set_spte(kvm, TdpIter(l2, spte_index(gfn, 2), 2, gfn & ~511, huge),  # type: ignore[arg-type]
                                         SHADOW_NONPRESENT_VALUE)
+            progress(host, "tdp_mmu_zap_leafs: a leaf zapped, the walk moves forward")
             if can_yield and block_end < end:
                 yield from tdp_mmu_iter_cond_resched(kvm, False)
             gfn = block_end
@@ -737,6 +743,7 @@ def tdp_mmu_zap_leafs(kvm: "Kvm", root: KvmMmuPage, start: int, end: int, can_yi
                 old = sp.sptes[i]
                 if is_shadow_present_pte(old):
                     yield from tdp_mmu_set_spte(kvm, TdpIter(sp, i, 1, g, old), SHADOW_NONPRESENT_VALUE)
+                    progress(host, "tdp_mmu_zap_leafs: a leaf zapped, the walk moves forward")
             if can_yield and block_end < end:
                 yield from tdp_mmu_iter_cond_resched(kvm, False)
         gfn = block_end

@@ -21,6 +21,7 @@ from ..host.locks import (
     write_unlock,
 )
 from ..host.page_alloc import EXTERNAL_SPT, TD_CONTROL, set_owner
+from ..host.progress import progress
 from ..host.task import OP_RUN, Op, callchain
 from ..tdx_module import errno as E
 from ..virt import seamcall as S
@@ -553,6 +554,7 @@ def tdx_vm_state_guard(kvm: Kvm, fn: Callable[..., Gen], *args: Any) -> Gen:
     yield from tdx_acquire_vm_state_locks(kvm)
     ret = yield from fn(*args)
     tdx_release_vm_state_locks(kvm)
+    progress(kvm.host, "the KVM_TDX ioctl returns")
     return ret
 
 

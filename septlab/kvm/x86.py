@@ -25,6 +25,7 @@ from ..host.locks import (
 from ..host.memcache import KvmMmuMemoryCache, kvm_mmu_free_memory_cache, kvm_mmu_topup_memory_cache
 from ..host.mm import exit_mmap, get_user_pages_unlocked, put_page
 from ..host.page_alloc import USER, alloc_page, free_page
+from ..host.progress import progress
 from ..host.rcu import rcu_barrier
 from ..host.task import OP_RUN, OP_WAIT, Op, callchain
 from ..tdx_module import errno as E
@@ -44,6 +45,7 @@ from .kvm_host import (
 from .kvm_main import mmu_notifier_unregister, srcu_read_lock, srcu_read_unlock
 from .spte import is_shadow_present_pte
 from .tdp_mmu import (
+    RET_PF_CONTINUE,
     RET_PF_FIXED,
     RET_PF_RETRY,
     KvmPageFault,
@@ -113,26 +115,10 @@ def kvm_tdp_page_fault(vcpu: KvmVcpu, gfn: int, private: bool) -> Gen:
         if is_shadow_present_pte(spte):
             return 0
     yield from mmu_topup_memory_caches(vcpu)
-    # kvm_mmu_faultin_pfn(): snapshot mmu_invalidate_seq (smp_rmb) before looking up the pfn.
-    fault = KvmPageFault(gfn, private, mmu_seq=kvm.mmu_invalidate_seq)
-    if kvm.memslot == KVM_MEMSLOT_INVALID:  # "being deleted or moved": retry until it is gone
-        vcpu.invalid_slot_retries += 1
-        if vcpu.invalid_slot_retries > 1:
-            check_hung_srcu(kvm, f"vcpu{vcpu.vcpu_id}: re-faulting a KVM_MEMSLOT_INVALID slot in one KVM_RUN exit")
-        return RET_PF_RETRY
-    if kvm.memslot == KVM_MEMSLOT_DELETED:  # no memslot: KVM_EXIT_MEMORY_FAULT / MMIO, -EFAULT here
-        return EFAULT
-    # attributes must match, else exit to userspace (KVM_EXIT_MEMORY_FAULT).
-    if private == (gfn in kvm.shared_gfns):
-        return 0
-    if private:
-        fault.pfn, order = kvm_gmem_get_pfn(kvm, gfn)
-        kvm_mmu_hugepage_adjust(fault, kvm_max_private_mapping_level(kvm, gfn, order))
-    else:  # __kvm_faultin_pfn() -> hva_to_pfn(): GUP takes a page reference
-        pfn = yield from get_user_pages_unlocked(host, gfn)
-        if pfn < 0:
-            return pfn
-        fault.pfn = pfn
+    fault = KvmPageFault(gfn, private)
+    ret = yield from kvm_mmu_faultin_pfn(vcpu, fault)
+    if ret != RET_PF_CONTINUE:
+        return ret
     yield from read_lock(host, kvm.mmu_lock)
     if kvm.ops.is_page_fault_stale(vcpu, fault):
         ret = RET_PF_RETRY
@@ -142,6 +128,35 @@ def kvm_tdp_page_fault(vcpu: KvmVcpu, gfn: int, private: bool) -> Gen:
         put_page(host, fault.pfn)
     read_unlock(host, kvm.mmu_lock)
     return ret
+
+
+def kvm_mmu_faultin_pfn(vcpu: KvmVcpu, fault: KvmPageFault) -> Gen:
+    """kvm_mmu_faultin_pfn(): snapshot mmu_invalidate_seq (smp_rmb) before looking up the pfn; a memslot
+    being deleted retries (RET_PF_RETRY), a missing one exits (-EFAULT); a fault whose private/shared
+    kind does not match the gfn's attributes exits to userspace with KVM_EXIT_MEMORY_FAULT
+    (kvm_mmu_prepare_memory_fault_exit(), -EFAULT) -- only userspace can change the attributes; then the
+    pfn from guest_memfd (private) or GUP (shared). RET_PF_CONTINUE when the fault may go on."""
+    kvm = vcpu.kvm
+    gfn = fault.gfn
+    fault.mmu_seq = kvm.mmu_invalidate_seq
+    if kvm.memslot == KVM_MEMSLOT_INVALID:  # "being deleted or moved": retry until it is gone
+        vcpu.invalid_slot_retries = min(2, vcpu.invalid_slot_retries + 1)  # "more than once" is all that matters
+        if vcpu.invalid_slot_retries > 1:
+            check_hung_srcu(kvm, f"vcpu{vcpu.vcpu_id}: re-faulting a KVM_MEMSLOT_INVALID slot in one KVM_RUN exit")
+        return RET_PF_RETRY
+    if kvm.memslot == KVM_MEMSLOT_DELETED:  # no memslot: KVM_EXIT_MEMORY_FAULT / MMIO, -EFAULT here
+        return EFAULT
+    if fault.is_private == (gfn in kvm.shared_gfns):  # kvm_mmu_prepare_memory_fault_exit()
+        return EFAULT
+    if fault.is_private:
+        fault.pfn, order = kvm_gmem_get_pfn(kvm, gfn)
+        kvm_mmu_hugepage_adjust(fault, kvm_max_private_mapping_level(kvm, gfn, order))
+    else:  # __kvm_faultin_pfn() -> hva_to_pfn(): GUP takes a page reference
+        pfn = yield from get_user_pages_unlocked(kvm.host, gfn)
+        if pfn < 0:
+            return pfn
+        fault.pfn = pfn
+    return RET_PF_CONTINUE
 
 
 def kvm_max_private_mapping_level(kvm: Kvm, gfn: int, order: int) -> int:
@@ -232,24 +247,24 @@ def tdx_vcpu_enter_exit(vcpu: KvmVcpu) -> Gen:
     return 0
 
 
-def tdx_handle_ept_violation(vcpu: KvmVcpu, gfn: int, private: bool, max_retries: int,
-                             accept_4k: bool = False) -> Gen:
+def tdx_handle_ept_violation(vcpu: KvmVcpu, gfn: int, private: bool, accept_4k: bool = False) -> Gen:
     """tdx_handle_ept_violation(): private faults retry locally (zero-step mitigation) until fixed, the
-    VM is dead, or the memslot is KVM_MEMSLOT_INVALID -- "this task needs to drop SRCU in order to let
-    memslot deletion complete" (6.18). MODEL: pending events/signals are the bound max_retries."""
+    VM is dead (KVM_REQ_VM_DEAD), or the memslot is KVM_MEMSLOT_INVALID -- "this task needs to drop SRCU
+    in order to let memslot deletion complete" (6.18); shared faults return to the guest, which faults
+    again. The loop is the kernel's `while (1)`: unbounded. MODEL: no pending events or signals
+    (kvm_vcpu_has_events(), signal_pending()) ever end it: the model has none."""
     kvm = vcpu.kvm
-    for _ in range(max_retries):
+    while True:
         if private and accept_4k and kvm.gmem_huge:
             yield from tdx_honor_accept_level(vcpu, gfn)
         ret = yield from kvm_tdp_page_fault(vcpu, gfn, private)
-        if ret != RET_PF_RETRY or kvm.bugged:
+        if ret != RET_PF_RETRY or not private:
             return ret
-        if not private:
-            return ret  # shared faults re-enter the guest, which re-faults
+        if kvm.bugged:  # kvm_check_request(KVM_REQ_VM_DEAD, vcpu)
+            return T.EIO
         if kvm.memslot == KVM_MEMSLOT_INVALID:
             return ret
         yield from cond_resched(kvm.host)
-    return RET_PF_RETRY
 
 
 def check_hung_srcu(kvm: Kvm, spinning: str) -> None:
@@ -270,11 +285,12 @@ def check_hung_srcu(kvm: Kvm, spinning: str) -> None:
                 chain=callchain())
 
 
-def vcpu_run(kvm: Kvm, vcpu: KvmVcpu, accesses: Iterable[tuple[int, bool]], max_retries: int = 8) -> Gen:
+def vcpu_run(kvm: Kvm, vcpu: KvmVcpu, accesses: Iterable[tuple[int, bool, bool]]) -> Gen:
     """A vCPU thread: wait until the TD runs, then KVM_RUN (kvm_vcpu_ioctl() holds vcpu->mutex): enter
-    the guest and fault on each access."""
+    the guest and fault on each access. An EPT violation that ends in RET_PF_RETRY re-enters the guest,
+    which faults on the same access again: only a resolved access is progress (host/progress.py)."""
     yield Op(OP_WAIT, lambda: kvm.tdx.state == TD_STATE_RUNNABLE or kvm.bugged or kvm.setup_failed,
-             "wait for TD_STATE_RUNNABLE")
+             "wait for TD_STATE_RUNNABLE", user=True)
     yield from mutex_lock(kvm.host, vcpu.mutex)
     srcu_read_lock(kvm)  # vcpu_run(): kvm_vcpu_srcu_read_lock()
     for gfn, private, accept_4k in accesses:
@@ -287,14 +303,17 @@ def vcpu_run(kvm: Kvm, vcpu: KvmVcpu, accesses: Iterable[tuple[int, bool]], max_
             yield from kvm.ops.tdx_vcpu_run(vcpu)
             srcu_read_lock(kvm)
             vcpu.invalid_slot_retries = 0
-            ret = yield from tdx_handle_ept_violation(vcpu, gfn, private, max_retries, accept_4k)
-            if ret != RET_PF_RETRY or kvm.memslot != KVM_MEMSLOT_INVALID or kvm.bugged:
+            ret = yield from tdx_handle_ept_violation(vcpu, gfn, private, accept_4k)
+            if ret != RET_PF_RETRY or kvm.bugged:
                 break
-            # MODEL: the guest re-faults until the deletion completes; its SRCU-free trips are one wait.
-            srcu_read_unlock(kvm)
-            yield Op(OP_WAIT, lambda: kvm.memslot != KVM_MEMSLOT_INVALID, f"vcpu{vcpu.vcpu_id}: memslot being deleted")
-            srcu_read_lock(kvm)
+            if kvm.memslot == KVM_MEMSLOT_INVALID:
+                # MODEL: the guest re-faults until the deletion completes; its SRCU-free trips are one wait.
+                srcu_read_unlock(kvm)
+                yield Op(OP_WAIT, lambda: kvm.memslot != KVM_MEMSLOT_INVALID,
+                         f"vcpu{vcpu.vcpu_id}: memslot being deleted")
+                srcu_read_lock(kvm)
         vcpu.accesses_done += 1
+        progress(kvm.host, "EPT violation resolved: the guest access completes")
     srcu_read_unlock(kvm)
     mutex_unlock(kvm.host, vcpu.mutex)
     kvm.users -= 1  # vCPU fd closed
@@ -342,7 +361,7 @@ def _tdx_build_td(kvm: Kvm, image: Iterable[int]) -> Gen:
         if kvm.bugged or (yield from T.tdx_vm_state_guard(kvm, kvm.ops.tdx_vcpu_init, vcpu)):
             return -5
     if kvm.setup_zappers:
-        yield Op(OP_WAIT, lambda: kvm.setup_zappers <= 0, "wait for the pre-finalize hole punches")
+        yield Op(OP_WAIT, lambda: kvm.setup_zappers <= 0, "wait for the pre-finalize hole punches", user=True)
     while not kvm.bugged:
         ret = yield from T.tdx_vm_state_guard(kvm, T.tdx_td_finalize, kvm)
         if ret != T.EBUSY:
@@ -396,13 +415,13 @@ def kvm_tdp_mmu_map_private_pfn(vcpu: KvmVcpu, gfn: int, pfn: int) -> Gen:
     """kvm_tdp_mmu_map_private_pfn() (mmu.c): map a guest_memfd pfn at gfn for populate: slots_lock and
     the invalidate lock held, kvm_mmu_reload(), then kvm_tdp_mmu_map() under read mmu_lock until it is
     not RET_PF_RETRY or the VM is dead (no mmu_seq check). MODEL: the caches are topped up before
-    every attempt, and a pending signal (-EINTR) ends the loop after 16 attempts."""
+    every attempt; no signal (-EINTR) is ever pending: the loop is unbounded, as the kernel's."""
     kvm = vcpu.kvm
     host = kvm.host
     lockdep_assert_held(host, kvm.slots_lock)
     lockdep_assert_held(host, kvm.gmem_invalidate_lock)  # kvm_assert_gmem_invalidate_lock_held()
     yield from kvm_mmu_load(vcpu)
-    for _ in range(16):
+    while True:
         if kvm.bugged:  # kvm_test_request(KVM_REQ_VM_DEAD)
             return T.EIO
         yield from mmu_topup_memory_caches(vcpu)
@@ -412,7 +431,6 @@ def kvm_tdp_mmu_map_private_pfn(vcpu: KvmVcpu, gfn: int, pfn: int) -> Gen:
         read_unlock(host, kvm.mmu_lock)
         if r != RET_PF_RETRY:
             return 0 if r == RET_PF_FIXED else T.EIO
-    return -4
 
 
 def kvm_mmu_destroy(vcpu: KvmVcpu) -> Gen:
@@ -450,6 +468,7 @@ def kvm_arch_destroy_vm(kvm: Kvm) -> Gen:
     for vcpu in kvm.vcpus:
         yield from kvm_mmu_destroy(vcpu)
         yield from T.tdx_vcpu_free(vcpu)
+        progress(kvm.host, "kvm_destroy_vcpus(): one vCPU freed")
     yield from kvm_mmu_uninit_tdp_mmu(kvm)
     yield from T.tdx_vm_destroy(kvm)
     return 0
@@ -458,6 +477,7 @@ def kvm_arch_destroy_vm(kvm: Kvm) -> Gen:
 def kvm_destroy_vm(kvm: Kvm) -> Gen:
     """kvm_destroy_vm(): runs once every vCPU fd and guest_memfd file dropped its reference."""
     yield from T.tdx_mmu_release_hkid(kvm)  # kvm_arch_pre_destroy_vm() -> vt_vm_pre_destroy()
+    progress(kvm.host, "tdx_mmu_release_hkid() returns")
     yield from mmu_notifier_unregister(kvm)
     yield from kvm.ops.kvm_arch_destroy_vm(kvm)
     return 0
@@ -467,10 +487,13 @@ def vm_teardown(kvm: Kvm, gmem_users: int) -> Gen:
     """The VMM exits once the vCPUs are done: exit_mmap() (do_exit() -> exit_mm(), mmu notifier
     ->release first), then its files close (exit_files()): guest_memfd, and the last kvm_put_kvm()
     destroys the VM."""
-    yield Op(OP_WAIT, lambda: kvm.users <= gmem_users, "wait for vCPU fds to close")
-    yield from exit_mmap(kvm.host)
+    host = kvm.host
+    yield Op(OP_WAIT, lambda: kvm.users <= gmem_users, "wait for vCPU fds to close", user=True)
+    yield from exit_mmap(host)
+    progress(host, "exit_mmap() returns")
     yield from kvm_gmem_release(kvm)
-    yield Op(OP_WAIT, lambda: kvm.users <= 0, "kvm_put_kvm()")
+    progress(host, "guest_memfd release returns")
+    yield Op(OP_WAIT, lambda: kvm.users <= 0, "kvm_put_kvm()", user=True)
     yield from kvm.ops.kvm_destroy_vm(kvm)
     return 0
 

@@ -42,7 +42,7 @@ MAX_DEPTH = 32               # nesting of YAML collections (the built-ins use 8)
 MAX_NODES = 10_000           # YAML nodes per document (built-ins: ~150): parse + validation cost ~50 us a node
 MAX_NUMBER_CHARS = 64        # digits of one YAML int/float: int() of a huge literal is slow or refused
 MAX_STEPS = 10**10
-MAX_RETRIES = 10**6
+MAX_STEPS_PER_SECOND = 10**6
 MAX_FAULTS = 10**6
 MAX_THREADS = 256
 MAX_ITEMS = 2048             # entries of one access, ops or image list
@@ -109,7 +109,9 @@ PROPERTIES: dict[str, Any] = {
     "history": {"type": "boolean"},
     "fault_rate": {"type": "number", "minimum": 0, "maximum": 1},
     "max_steps": {"type": "integer", "minimum": 1, "maximum": MAX_STEPS},
-    "max_retries": {"type": "integer", "minimum": 1, "maximum": MAX_RETRIES},
+    "steps_per_second": {"type": "integer", "minimum": 1, "maximum": MAX_STEPS_PER_SECOND,
+                         "description": "model steps per second of kernel time: scales the lockup detectors' "
+                                        "thresholds (soft lockup 20 s, RCU stall 21 s, hung task 120 s)"},
     "max_faults": {"type": "integer", "minimum": 0, "maximum": MAX_FAULTS,
                    "description": "at most this many injected failures per run"},
     "image": {"type": "array", "maxItems": MAX_ITEMS, "items": IMAGE},
@@ -170,7 +172,7 @@ class Scenario:
     history: bool = True
     fault_rate: float = 0.05
     max_steps: int = 2_000_000
-    max_retries: int = 8
+    steps_per_second: int = 100
     max_faults: int | None = None
     faults: dict[int, tuple[int, ...]] = field(default_factory=dict)
     swarm: list["Scenario"] = field(default_factory=list)
@@ -680,4 +682,4 @@ def _build(data: dict[str, Any], source: str, src: _Source) -> Scenario:
         source=source, data=data, digest=digest, vcpus=vcpus, memory_pages=memory_pages,
         cache_capacity=data.get("cache_capacity", 40), history=data.get("history", True),
         fault_rate=float(data.get("fault_rate", 0.05)), max_steps=data.get("max_steps", 2_000_000),
-        max_retries=data.get("max_retries", 8), max_faults=data.get("max_faults"), faults=faults)
+        steps_per_second=data.get("steps_per_second", 100), max_faults=data.get("max_faults"), faults=faults)

@@ -15,6 +15,7 @@ from ..explore.runtime import Thread
 from ..host.host import Host
 from ..host.mm import do_vmi_munmap, folio_referenced, migrate_pages, mmu_notifier_register, zap_page_range_single
 from ..host.probe import Probe
+from ..host.progress import progress
 from ..host.rcu import rcu_core
 from ..host.task import OP_WAIT, Op, Task
 from ..kernel import activate
@@ -53,17 +54,19 @@ def zapper_run(kvm: Kvm, scn: Scenario, ops: list[dict[str, Any]],
     """A host task driving KVM_SET_MEMORY_ATTRIBUTES + PUNCH_HOLE and memslot updates: once the TD
     runs, or (`before_finalize`) once KVM_TDX_INIT_MEM_REGION returned, racing KVM_TDX_INIT_VCPU."""
     if before_finalize:
-        yield Op(OP_WAIT, lambda: kvm.populated or kvm.bugged or kvm.setup_failed, "wait for KVM_TDX_INIT_MEM_REGION")
+        yield Op(OP_WAIT, lambda: kvm.populated or kvm.bugged or kvm.setup_failed, "wait for KVM_TDX_INIT_MEM_REGION",
+                 user=True)
     else:
         yield Op(OP_WAIT, lambda: kvm.tdx.state == TD_STATE_RUNNABLE or kvm.bugged or kvm.setup_failed,
-                 "wait for TD_STATE_RUNNABLE")
+                 "wait for TD_STATE_RUNNABLE", user=True)
     for op in ops:
         if kvm.setup_failed:
             break
         if "after" in op:
             vcpu = kvm.vcpus[op["after"]["vcpu"]]
             n = op["after"]["accesses"]
-            yield Op(OP_WAIT, lambda v=vcpu, n=n: v.accesses_done >= n or kvm.bugged or kvm.setup_failed, f"after vcpu{vcpu.vcpu_id} access #{n}")
+            yield Op(OP_WAIT, lambda v=vcpu, n=n: v.accesses_done >= n or kvm.bugged or kvm.setup_failed,
+                     f"after vcpu{vcpu.vcpu_id} access #{n}", user=True)
         elif "zap_all_fast" in op:
             yield from kvm_set_memory_region(kvm)  # an MMIO-generation wrap: kvm_mmu_zap_all_fast()
         elif "memslot_recreate" in op:
@@ -72,6 +75,7 @@ def zapper_run(kvm: Kvm, scn: Scenario, ops: list[dict[str, Any]],
             (name, r), = op.items()
             g = r["gfn"]
             yield from USERSPACE_OPS[name](kvm, g, g + scn.count(r.get("count")))
+        progress(kvm.host, "the syscall returns")
     if before_finalize:
         kvm.setup_zappers -= 1
     kvm.users -= 1
@@ -126,7 +130,7 @@ def build_world(scn: Scenario, variant: Variant, dpamt: bool, probe: Probe | Non
         if spec["kind"] == "vcpu":
             vcpu = kvm.vcpus[spec["vcpu"]]
             task = Task(f"vcpu{vcpu.vcpu_id}", "vcpu", vcpu=vcpu)
-            threads.append(Thread(task, vcpu_run(kvm, vcpu, _accesses(scn, spec["access"]), scn.max_retries)))
+            threads.append(Thread(task, vcpu_run(kvm, vcpu, _accesses(scn, spec["access"]))))
         else:
             name = "zapper" if zappers == 0 else f"zapper{zappers}"
             zappers += 1
@@ -136,7 +140,9 @@ def build_world(scn: Scenario, variant: Variant, dpamt: bool, probe: Probe | Non
     unused = [v for v in kvm.vcpus if not any(t.task.vcpu is v for t in threads)]
     kvm.users = scn.vcpus - len(unused) + zappers + 1  # vCPU fds in use, zappers, guest_memfd
     threads.append(Thread(Task("destroy", "destroy"), vm_teardown(kvm, 1)))
-    threads.append(Thread(Task("rcu", "softirq", daemon=True), rcu_core(host)))
+    rcu = host.rcu
+    # The RCU softirq owes progress while a callback waits: a grace period is then in progress.
+    threads.append(Thread(Task("rcu", "softirq", daemon=True, wants=lambda: bool(rcu.callbacks)), rcu_core(host)))
     for i, t in enumerate(threads):
         t.task.cpu = i
     return World(host, kvm, threads, scn, variant, dpamt)

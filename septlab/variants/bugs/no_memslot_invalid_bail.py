@@ -9,17 +9,18 @@ from ...kvm.x86 import kvm_tdp_page_fault, tdx_honor_accept_level
 from .. import Variant
 
 
-def tdx_handle_ept_violation(vcpu, gfn, private, max_retries, accept_4k=False):
+def tdx_handle_ept_violation(vcpu, gfn, private, accept_4k=False):
     kvm = vcpu.kvm
-    for _ in range(max_retries):
+    while True:
         if private and accept_4k and kvm.gmem_huge:
             yield from tdx_honor_accept_level(vcpu, gfn)
         ret = yield from kvm_tdp_page_fault(vcpu, gfn, private)
-        if ret != RET_PF_RETRY or kvm.bugged or not private:
+        if ret != RET_PF_RETRY or not private:
             return ret
+        if kvm.bugged:
+            return -5
         # BUG: no "if (slot && slot->flags & KVM_MEMSLOT_INVALID) break;"
         yield from cond_resched(kvm.host)
-    return RET_PF_RETRY
 
 
 VARIANT = Variant("bug-no-memslot-invalid-bail", "TDX local fault retry never leaves SRCU for a memslot deletion",
