@@ -722,13 +722,15 @@ class Explorer:
         return whats
 
     def _lasso_path(self, lasso: Lasso) -> list[Transition]:
-        """prefix + the loop repeated past the watchdog's threshold for the lasso's kind (and no further
-        than the scenario's step bound)."""
+        """prefix + the loop repeated past the watchdog's thresholds (and no further than the scenario's
+        step bound); the replay stops where the watchdog fires."""
         from ..check.watchdog import WATCH_EVERY, Thresholds
 
         scn = self.ex.scn
         lim = Thresholds.for_scenario(scn.steps_per_second)
-        need = {"soft-lockup": lim.soft_lockup, "rcu-stall": lim.rcu_stall}.get(lasso.kind, lim.hung_task)
+        # the longest threshold, whatever the kind: on replay the starving task may be caught by another
+        # detector than the one the loop's shape names (it sits at a mutex when the watchdog scans)
+        need = max(lim.soft_lockup, lim.rcu_stall, lim.hung_task)
         reps = (need + 4 * WATCH_EVERY + len(lasso.prefix)) // len(lasso.loop) + 2
         reps = max(2, min(reps, (scn.max_steps - len(lasso.prefix)) // len(lasso.loop)))
         return lasso.prefix + lasso.loop * reps
