@@ -67,7 +67,8 @@ PREFIX_FILE = (
 )
 
 
-_NOT_KERNEL = frozenset({"default_ops", "cause_desc", "tdx_fault_cause"})  # checker bookkeeping
+_NOT_KERNEL = frozenset({"default_ops", "cause_desc", "tdx_fault_cause",  # checker bookkeeping
+                         "present_indices"})  # a model accelerator of the TDP iterator, not a kernel function
 
 
 @dataclass(frozen=True, slots=True)

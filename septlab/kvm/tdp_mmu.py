@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from itertools import compress
 from typing import TYPE_CHECKING
 
 from ..host.locks import (
@@ -50,6 +51,7 @@ from .spte import (
     make_huge_spte,
     make_nonleaf_spte,
     make_spte,
+    present_indices,
     spte_index,
     spte_to_pfn,
 )
@@ -285,8 +287,12 @@ def handle_removed_pt(kvm: "Kvm", sp: KvmMmuPage, shared: bool) -> Gen:
         yield Op(OP_RUN, ("sp", sp.sp_id), "handle_removed_pt: freeze")
         kasan_check(host, sp.spt, True, "handle_removed_pt")
         # present entries, and FROZEN ones another thread owns (spin on those below)
-        todo = [i for i, v in enumerate(sptes) if v & PT_PRESENT_MASK or v == FROZEN_SPTE]
-        sptes[:] = [v if v & PT_PRESENT_MASK else FROZEN_SPTE for v in sptes]
+        todo = [i for i in compress(range(SPTE_ENT_PER_PAGE), sptes) if sptes[i] & PT_PRESENT_MASK
+                or sptes[i] == FROZEN_SPTE]
+        frozen = [FROZEN_SPTE] * SPTE_ENT_PER_PAGE
+        for i in present_indices(sptes):
+            frozen[i] = sptes[i]
+        sptes[:] = frozen
         for i in todo:
             while True:
                 yield Op(OP_RUN, ("spte", sp.sp_id, i), "handle_removed_pt: xchg")
@@ -295,7 +301,7 @@ def handle_removed_pt(kvm: "Kvm", sp: KvmMmuPage, shared: bool) -> Gen:
                     break
             yield from handle_changed_spte(kvm, sp, sp_entry_gfn(sp, i), old, FROZEN_SPTE, sp.level, shared)
     else:
-        for i in [i for i, v in enumerate(sptes) if v & PT_PRESENT_MASK]:
+        for i in present_indices(sptes):
             old = sptes[i]
             if not old & PT_PRESENT_MASK:
                 continue
@@ -577,9 +583,9 @@ def tdp_mmu_next_zap_table(root: KvmMmuPage, gfn: int, level: int, sp_by_spt: di
     def walk(sp: KvmMmuPage, g: int) -> KvmMmuPage | None:
         if host is not None and not kasan_check(host, sp.spt, False, "tdp_iter_next: rcu_dereference(sptep)"):
             return None
-        for i in range(spte_index(g, sp.level), SPTE_ENT_PER_PAGE):
+        for i in present_indices(sp.sptes, spte_index(g, sp.level)):
             s = sp.sptes[i]
-            if not is_shadow_present_pte(s) or is_last_spte(s, sp.level):
+            if is_last_spte(s, sp.level):
                 continue
             child = sp_by_spt[spte_to_pfn(s)]
             if child.level == level:
@@ -615,7 +621,7 @@ def __tdp_mmu_zap_root(kvm: "Kvm", root: KvmMmuPage, shared: bool, zap_level: in
             yield from tdp_mmu_iter_cond_resched(kvm, shared)
             moved = False
             continue  # iter->yielded: tdp_iter_restart() walks down from the root again at gfn
-        for i in [i for i, v in enumerate(table.sptes) if v & PT_PRESENT_MASK]:
+        for i in present_indices(table.sptes):
             if table.sptes[i] & PT_PRESENT_MASK:
                 yield from tdp_mmu_zap_spte(kvm, TdpIter(table, i, zap_level, sp_entry_gfn(table, i), table.sptes[i]),
                                             shared)
