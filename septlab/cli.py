@@ -454,10 +454,11 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
           time_limit: float | None, checkpoint: Path | None, checkpoint_every: float, resume: bool,
           overwrite_checkpoint: bool, show_coverage: bool, json_out: Path | None, trace_dir: Path) -> None:
     """Explore every schedule of a small configuration: thread order, injected SEAMCALL failures and
-    grace-period ends.
+    grace-period ends; with --liveness on (the default), also every fair cycle on which a task starves.
 
-    Exit 0 (complete) if every reachable state was explored and nothing is violated -- a proof for
-    that configuration; 1 with a (shortest) counterexample; 4 (bounded) if a preemption, depth or
+    Exit 0 (complete) if every reachable state was explored, no invariant is violated and no task can
+    starve on a weakly fair schedule -- a proof for that configuration; 1 with a (shortest)
+    counterexample, or a lasso (prefix + loop) for a livelock, a stuck wait or a stalled grace period; 4 (bounded) if a preemption, depth or
     time bound cut the search short -- say --exhaustive for a proof; 2 on bad input; 130 on Ctrl-C
     (the checkpoint, if any, is written: --resume continues)."""
     from .check.timeline import render_timeline, task_names
