@@ -372,9 +372,7 @@ def test_new_check_refuses_to_overwrite_a_checkpoint(tmp_path, monkeypatch):
 
 
 # --- BFS honours the preemption bound ------------------------------------------------------------------------
-@pytest.mark.parametrize("k", [0, pytest.param(1, marks=pytest.mark.xfail(
-    strict=True, reason="known: with one preemption DFS and BFS reach slightly different state sets on "
-                        "shared-churn (424 vs 418) even with per-(state, last task) budgets; open in issue 9"))])
+@pytest.mark.parametrize("k", [0, 1])
 def test_bfs_honours_the_preemption_bound(k):
     """It used to ignore it: the default `septlab check` (BFS, bound 2) said "preemptions 2" and explored
     everything, so neither its verdict nor its counterexamples meant what the header said."""

@@ -84,7 +84,10 @@ def gen_position(gen: GeneratorType) -> tuple:
         out.append(_code(gen.gi_code))
         out.append(fr.f_lasti)
         loc = fr.f_locals
-        out.append(tuple((_s(k), canon(x)) for k, x in loc.items() if k[0] != "_"))
+        # sorted: f_locals is refreshed in place (PyFrame_FastToLocals), so a local unbound at an earlier
+        # read and bound now moves to the end -- the dict's order depends on when the frame was read before,
+        # i.e. on the path (a replayed state and the same state reached step by step differed)
+        out.append(tuple(sorted((_s(k), canon(x)) for k, x in loc.items() if k[0] != "_")))
         gen = gen.gi_yieldfrom  # type: ignore[assignment]
     return tuple(out)
 
