@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..explore.runtime import Stop
 from ..host.page_alloc import EXTERNAL_SPT, FREE, GUEST, LEAKED, OWNER_NAMES
 from ..host.probe import Probe
-from ..host.task import _CHAIN_SKIP_FUNCS, _CHAIN_SKIP_MODULES, OP_WAIT
+from ..host.task import _CHAIN_SKIP_FUNCS, _CHAIN_SKIP_MODULES
 from ..kvm.kvm_host import is_hkid_assigned
 from ..kvm.spte import (
     FROZEN_SPTE,
@@ -523,7 +523,7 @@ class Checker(Probe):
         for th in self.world.threads:  # type: ignore[union-attr]
             if th.done or th.task.daemon or th.op is None:
                 continue
-            if th.op.kind == OP_WAIT and th.op.user:
+            if th.op.user:
                 user.append(f"(userspace) {th.task.name}: {th.op.what}")
                 continue
             chain = gen_chain(th.gen)

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..explore.runtime import op_enabled
+from ..explore.runtime import WATCH_MASK, op_enabled
 from ..host.locks import Mutex, RwSem
 from ..host.task import OP_NAMES, OP_WAIT, Op, Task
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 SOFTLOCKUP_SECS = 20  # 2 * watchdog_thresh (kernel/watchdog.c: get_softlockup_thresh())
 RCU_STALL_SECS = 21  # CONFIG_RCU_CPU_STALL_TIMEOUT
 HUNG_TASK_SECS = 120  # CONFIG_DEFAULT_HUNG_TASK_TIMEOUT
-WATCH_EVERY = 64  # steps between scans (a power of two: the runtime masks with WATCH_EVERY - 1)
+WATCH_EVERY = WATCH_MASK + 1  # steps between scans (the runtime calls scan() when step & WATCH_MASK == 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +158,11 @@ class Watchdog:
             task = th.task
             if th.done or th.op is None or task.name in self.reported:
                 continue
+            if not task.owes_progress():  # an idle daemon: its clock starts when it next owes something
+                task.last_progress = step
+                continue
             age = step - task.last_progress
             if task.daemon:
-                if task.wants is None or not task.wants():
-                    task.last_progress = step  # idle: owes nothing (the next grace period starts later)
-                    continue
                 if age >= lim.rcu_stall and (worst is None or age > worst[0]):
                     worst = (age, 2, th)
                 continue
@@ -171,7 +171,7 @@ class Watchdog:
                 if age >= lim.hung_task and (not op_enabled(op) or step - task.last_ran >= lim.hung_task) and (
                         worst is None or age > worst[0]):
                     worst = (age, 1, th)
-            elif age >= lim.soft_lockup and not (op.kind == OP_WAIT and op.user) and (worst is None or age > worst[0]):
+            elif age >= lim.soft_lockup and not op.user and (worst is None or age > worst[0]):
                 worst = (age, 0, th)
         if worst is not None:
             self._fire(worst[1], worst[2])

@@ -109,7 +109,7 @@ class Executor:
         host.clock = self.step
         # Progress of this step (host/progress.py), for the state graph's edges: leaving a userspace
         # wait and finishing count too.
-        host.progressed = (1 << task.cpu) if op.kind == OP_WAIT and op.user else 0
+        host.progressed = (1 << task.cpu) if op.user else 0
         if self.history:
             self.log.append((self.step, task.name, op.what or repr(op)))
         self.step += 1
@@ -168,13 +168,10 @@ class Executor:
             enabled |= 1 << tid
         wants = sleeping = 0
         for i, t in enumerate(self.threads):
-            if t.done:
-                continue
-            task = t.task
-            if task.daemon and (task.wants is None or not task.wants()):
+            if not t.task.owes_progress():
                 continue
             wants |= 1 << i
-            if sleeps(t.op) or (t.op.kind == OP_WAIT and t.op.user):
+            if sleeps(t.op) or t.op.user:
                 sleeping |= 1 << i
         return enabled, wants, sleeping
 

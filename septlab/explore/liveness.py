@@ -122,23 +122,21 @@ def _sccs(nodes: Iterable[int], succ: dict[int, list[int]]) -> list[list[int]]:
     return out
 
 
-def _path(graph: StateGraph, src: int, dst: int, allowed: set[int] | None,
-          ok: object = None) -> list[tuple[Transition, int]] | None:
-    """Shortest path of (transition, next state) from src to dst, inside `allowed` states if given,
-    using only edges `ok(src, tr, dst, prog)` accepts."""
-    if src == dst:
+def _path(graph: StateGraph, src: int, goal: set[int], allowed: set[int] | None = None,
+          starving: int = 0) -> list[tuple[Transition, int]] | None:
+    """Shortest path of (transition, next state) from src to any state of `goal`, inside `allowed` states
+    if given, over edges on which none of the `starving` tasks (a bit mask) makes progress."""
+    if src in goal:
         return []
     prev: dict[int, tuple[int, Transition]] = {src: (src, (-1, 0))}
     q = deque([src])
     while q:
         u = q.popleft()
         for tr, v, prog in graph.out.get(u, ()):
-            if v in prev or (allowed is not None and v not in allowed):
-                continue
-            if ok is not None and not ok(u, tr, v, prog):  # type: ignore[operator]
+            if v in prev or (allowed is not None and v not in allowed) or prog & starving:
                 continue
             prev[v] = (u, tr)
-            if v == dst:
+            if v in goal:
                 path: list[tuple[Transition, int]] = []
                 x = v
                 while x != src:
@@ -188,70 +186,45 @@ def _lasso(graph: StateGraph, t: int, comp: list[int], cset: set[int], internal:
     bit = 1 << t
     root = graph.root
     assert root is not None
-    # the prefix: shortest path from the initial state to the component
-    dist_prev: dict[int, tuple[int, Transition]] = {root: (root, (-1, 0))}
-    q = deque([root])
-    entry = root if root in cset else None
-    while q and entry is None:
-        u = q.popleft()
-        for tr, v, _ in graph.out.get(u, ()):
-            if v not in dist_prev:
-                dist_prev[v] = (u, tr)
-                if v in cset:
-                    entry = v
-                    break
-                q.append(v)
-    if entry is None:
+    head = _path(graph, root, cset)  # the prefix: shortest path from the initial state to the component
+    if head is None:
         return None
-    prefix: list[Transition] = []
-    x = entry
-    while x != root:
-        p, tr = dist_prev[x]
-        prefix.append(tr)
-        x = p
-    prefix.reverse()
-
-    def ok(u: int, tr: Transition, v: int, prog: int) -> bool:
-        return not prog & bit
+    prefix = [tr for tr, _ in head]
+    entry = head[-1][1] if head else root
 
     # the loop: one internal edge of every task that has one, detours to a state where each task that
-    # would otherwise be runnable all along is disabled, and back to the entry
+    # would otherwise be runnable all along is disabled, and back to the entry; t never progresses on it
     loop: list[Transition] = []
     visited = [entry]
-    cur = entry
+
+    def walk_to(goal: set[int]) -> bool:
+        seg = _path(graph, visited[-1], goal, cset, bit)
+        if seg is None:
+            return False
+        for tr, v in seg:
+            loop.append(tr)
+            visited.append(v)
+        return True
+
     by_task: dict[int, tuple[int, Transition, int]] = {}
     for e in internal:
         by_task.setdefault(e[1][0], e)
-    for _, (s, tr, d) in sorted(by_task.items()):
-        seg = _path(graph, cur, s, cset, ok)
-        if seg is None:
+    for _, (src, tr, dst) in sorted(by_task.items()):
+        if not walk_to({src}):
             return None
-        for tr2, v in seg:
-            loop.append(tr2)
-            visited.append(v)
         loop.append(tr)
-        visited.append(d)
-        cur = d
+        visited.append(dst)
     steppers = {tr[0] for tr in loop}
     always = ~0
-    for s in visited:
-        always &= graph.info[s][0]
-    for u in range(max(always.bit_length(), 0)):
+    for st in visited:
+        always &= graph.info[st][0]
+    for u in range(always.bit_length()):
         if always & (1 << u) and u not in steppers:
-            target = next((s for s in comp if not graph.info[s][0] & (1 << u)), None)
-            if target is None:
+            target = next((st for st in comp if not graph.info[st][0] & (1 << u)), None)
+            if target is None or not walk_to({target}):
                 return None
-            seg = _path(graph, cur, target, cset, ok)
-            if seg is None:
-                return None
-            for tr2, v in seg:
-                loop.append(tr2)
-                visited.append(v)
-            cur = target
-    seg = _path(graph, cur, entry, cset, ok)
-    if seg is None:
+    if not walk_to({entry}):
         return None
-    loop += [tr2 for tr2, _ in seg]
     if not loop:
         return None
     steps = sorted({tr[0] for tr in loop})

@@ -16,7 +16,7 @@ from ..host.task import OP_READ_LOCK, OP_RUN, OP_SEAMCALL, OP_SPIN_LOCK, OP_WAIT
 from ..kernel import activate
 
 TICK_MASK = (1 << 16) - 1
-WATCH_MASK = 63  # the lockup detectors scan every 64 steps (check/watchdog.py WATCH_EVERY)
+WATCH_MASK = 63  # the lockup detectors (check/watchdog.py) scan every WATCH_MASK + 1 steps
 
 
 class Chooser(Protocol):
@@ -131,7 +131,7 @@ class Runtime:
                 task = t.task
                 host.current = task
                 host.clock = task.last_ran = self.step
-                if op.kind == OP_WAIT and op.user:  # back in the kernel: the lockup clocks restart
+                if op.user:  # back in the kernel: the lockup clocks restart
                     task.last_progress = self.step
                 if self.log is not None:
                     self.log.append((self.step, task.name, op.what or repr(op)))  # type: ignore[union-attr]

@@ -37,7 +37,8 @@ class Op:
         self.leaf = leaf
         self.nofail = nofail
         # An OP_WAIT of userspace (a thread that has not made its next syscall yet, a join), not of a
-        # task blocked in the kernel: khungtaskd does not watch it (the task is not in D state).
+        # task blocked in the kernel: khungtaskd does not watch it (the task is not in D state). Only
+        # OP_WAITs carry it, so `op.user` alone says "a userspace wait".
         self.user = user
 
     def __repr__(self) -> str:
@@ -77,6 +78,11 @@ class Task:
     last_progress: int = 0
     last_ran: int = 0
     wants: Any = None
+
+    def owes_progress(self) -> bool:
+        """Unfinished and expected to get somewhere: every task but an idle daemon (the RCU softirq owes
+        progress only while `wants()`, i.e. a callback waits for a grace period)."""
+        return not self.done and (not self.daemon or (self.wants is not None and self.wants()))
 
     @property
     def in_softirq(self) -> bool:
