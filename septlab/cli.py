@@ -36,6 +36,7 @@ from .explore.driver import (
     trace_json,
 )
 from .explore.exhaustive import CheckpointError
+from .explore.pool import cpu_workers
 from .explore.runtime import ReplayDivergence
 from .explore.verdict import (
     BOUNDED,
@@ -183,10 +184,13 @@ def _print_result(verdict: Verdict, detail: str, steps: int) -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
 @click.option("--trace-dir", default="septlab-traces", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where the trace of the first violating schedule is written.")
+@click.option("--workers", "-j", default=1, show_default=True, type=click.IntRange(0, 1024),
+              help="Processes to run schedules on (0: one per CPU). Results are the same for any number: "
+              "schedules are summarised in seed order.")
 @click.option("--minimize", is_flag=True, help="Shrink the first violating schedule (ddmin over its preemptions and "
               "injected failures) before reporting it.")
 def run(scenario: str, variant: str, dpamt: bool, seed: int, schedules: int, fault_rate: float | None,
-        sets: tuple[str, ...], json_out: Path | None, trace_dir: Path, minimize: bool) -> None:
+        sets: tuple[str, ...], json_out: Path | None, trace_dir: Path, workers: int, minimize: bool) -> None:
     """Run N seeded schedules; report the first violation KASAN/lockdep/WARN-style, with its replay command.
 
     Exit 0: every schedule ran to its end and nothing was violated; 1: an invariant was violated;
@@ -213,7 +217,7 @@ def run(scenario: str, variant: str, dpamt: bool, seed: int, schedules: int, fau
         with _progress(schedules, "schedules") as prog:
             tid = prog.add_task("run", total=schedules, note="")
             batch = run_batch(scn, var, dpamt, seed, schedules, fault_rate=fault_rate, history=history,
-                              on_schedule=lambda b: prog.update(tid, completed=b.done,
+                              workers=cpu_workers(workers), on_schedule=lambda b: prog.update(tid, completed=b.done,
                                                                 note=f"{sum(b.counts.values())} violating"))
     trace = None
     if batch.first_bad is not None:
@@ -280,7 +284,7 @@ def replay(trace: Path, variant_file: str | None, scenario: str | None) -> None:
 
 
 def _compare_rows(scn: Any, variants: list[Any], modes: list[bool], schedules: int, seed: int,
-                  fault_rate: float | None) -> tuple[list[Batch], bool]:
+                  fault_rate: float | None, workers: int = 1) -> tuple[list[Batch], bool]:
     """One batch per (variant, DPAMT); Ctrl-C keeps the finished rows and the partial one."""
     rows: list[Batch] = []
     total = len(variants) * len(modes) * schedules
@@ -289,7 +293,7 @@ def _compare_rows(scn: Any, variants: list[Any], modes: list[bool], schedules: i
         for var in variants:
             for dp in modes:
                 base = len(rows) * schedules
-                b = run_batch(scn, var, dp, seed, schedules, fault_rate=fault_rate,
+                b = run_batch(scn, var, dp, seed, schedules, fault_rate=fault_rate, workers=workers,
                               on_schedule=lambda b, base=base: prog.update(
                                   task, completed=base + b.done, note=f"{b.variant.name}{' +dpamt' if b.dpamt else ''}"))
                 rows.append(b)
@@ -360,10 +364,14 @@ def compare_table(scenario: str, schedules: int, seed: int, rows: list[Batch], w
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Picture of the answer (.png, .svg or .pdf): S-EPT pages held after RECLAIM, and each design's "
               "cost and verdict.")
+@click.option("--workers", "-j", default=1, show_default=True, type=click.IntRange(0, 1024),
+              help="Processes to run schedules on (0: one per CPU). Results are the same for any number: "
+              "schedules are summarised in seed order.")
 @click.option("--fail-on-violation", is_flag=True, help="Exit 1 if any row violates an invariant (4 if none does "
               "but some row is bounded): for CI. Without it compare exits 0 once its table is printed.")
 def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int, fault_rate: float | None,
-            sets: tuple[str, ...], json_out: Path | None, plot: Path | None, fail_on_violation: bool) -> None:
+            sets: tuple[str, ...], json_out: Path | None, plot: Path | None, workers: int,
+            fail_on_violation: bool) -> None:
     """Compare designs: one row per (variant, DPAMT) with its result and memory metrics.
 
     Exit status: 0 once the table is printed (violations are the answer, not an error), unless
@@ -377,7 +385,7 @@ def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int,
         raise BadInput("--variants: give at least one variant name")
     vars_ = resolve_variants(names)
     modes = {"off": [False], "on": [True], "both": [False, True]}[dpamt]
-    rows, interrupted = _compare_rows(scn, vars_, modes, schedules, seed, fault_rate)
+    rows, interrupted = _compare_rows(scn, vars_, modes, schedules, seed, fault_rate, cpu_workers(workers))
     out.print(compare_table(scn.name, schedules, seed, rows, out.width if sys.stdout.isatty() else None))
     out.print(_verdict(rows))
     if interrupted:

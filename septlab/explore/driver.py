@@ -26,6 +26,7 @@ from ..scenarios import Scenario, builtin_names, load_scenario
 from ..scenarios.world import World, build_world
 from ..variants import Variant, VariantError, get_variant
 from .choosers import RandomChooser, ReplayChooser
+from .pool import chunks, ordered_map
 from .runtime import ReplayDivergence, Runtime
 from .verdict import Verdict, batch_verdict, schedule_verdict
 
@@ -52,6 +53,7 @@ class RunResult:
     world: World | None = field(default=None, repr=False)
     checker: Checker | None = field(default=None, repr=False)
     verdict: Verdict = field(default_factory=lambda: Verdict("complete"))
+    retained: list[tuple[int, int]] | None = None  # the retained-page series, when `checker` is not kept
 
 
 def run_schedule(scn: Scenario, variant: Variant, dpamt: bool, seed: int, *, fault_rate: float | None = None,
@@ -112,8 +114,9 @@ class Batch:
         self.metrics = merge([self.metrics, r.metrics]) if self.metrics else merge([r.metrics])
         if self.first_series is None:
             self.first_series = r.series
-        if r.checker is not None and len(self.retained_series) < 64:
-            self.retained_series.append(r.checker.metrics.retained_series)
+        if len(self.retained_series) < 64 and (r.checker is not None or r.retained is not None):
+            self.retained_series.append(r.checker.metrics.retained_series if r.checker is not None
+                                        else r.retained or [])
         if r.violations and self.first_bad is None:
             r.world = r.checker = None
             self.first_bad = r
@@ -131,21 +134,46 @@ class Batch:
 def run_batch(scn: Scenario, variant: Variant, dpamt: bool, seed: int, schedules: int, *,
               fault_rate: float | None = None, history: bool | None = False,
               on_schedule: Callable[[Batch], None] | None = None,
-              tick: Callable[[int], None] | None = None) -> Batch:
-    """Seeds seed..seed+N-1, one after another; Ctrl-C stops between steps and keeps what finished."""
+              tick: Callable[[int], None] | None = None, workers: int = 1) -> Batch:
+    """Seeds seed..seed+N-1; Ctrl-C stops between schedules and keeps what finished.
+
+    With `workers` > 1 the seeds run in chunks on a local process pool (explore/pool.py) and are
+    summarised in seed order, so the batch -- counts, metrics, the first violating schedule -- is the one
+    a single process computes; the first violating schedule is re-run here to report it from a live world."""
     b = Batch(scn, variant, dpamt, seed, schedules)
+
+    def one(i: int) -> RunResult:
+        r = run_schedule(scn, variant, dpamt, seed + i, fault_rate=fault_rate, history=history,
+                         tick=tick if workers <= 1 else None)
+        if workers > 1:  # crosses a process boundary: plain data only
+            r = _portable(r)
+        return r
+
+    def chunk(rng: range) -> list[RunResult]:
+        return [one(i) for i in rng]
+
     try:
-        for i in range(schedules):
-            r = run_schedule(scn, variant, dpamt, seed + i, fault_rate=fault_rate, history=history, tick=tick)
-            if r.status == "crash":
-                raise ModelCrash(f"model crashed in schedule seed={seed + i} ({variant.name}, DPAMT "
-                                 f"{'on' if dpamt else 'off'}): {r.crash.splitlines()[-1] if r.crash else '?'}")
-            b.add(r)
-            if on_schedule is not None:
-                on_schedule(b)
+        for rs in ordered_map(chunk, chunks(schedules, workers, 1 if workers <= 1 else None), workers):
+            for r in rs:
+                if r.status == "crash":
+                    raise ModelCrash(f"model crashed in schedule seed={r.seed} ({variant.name}, DPAMT "
+                                     f"{'on' if dpamt else 'off'}): {r.crash.splitlines()[-1] if r.crash else '?'}")
+                if workers > 1 and r.violations and b.first_bad is None:
+                    r = run_schedule(scn, variant, dpamt, r.seed, fault_rate=fault_rate, history=history)
+                b.add(r)
+                if on_schedule is not None:
+                    on_schedule(b)
     except KeyboardInterrupt:
         b.interrupted = True
     return b
+
+
+def _portable(r: RunResult) -> RunResult:
+    """A worker's result without the live world: violations as plain data, the retained series kept."""
+    vs = [Violation(v.invariant, v.step, v.task, v.title, v.as_json()["details"], v.pfns) for v in r.violations]
+    retained = r.checker.metrics.retained_series if r.checker is not None else []
+    return RunResult(r.seed, r.status, r.steps, r.choices, vs, r.metrics, r.series, r.expected, r.crash,
+                     None, None, None, r.verdict, retained)
 
 
 def trace_header(scn: Scenario, variant: Variant, dpamt: bool, seed: int, fault_rate: float,
