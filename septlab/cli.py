@@ -433,8 +433,8 @@ def _verdict(rows: list[Batch]) -> str:
 @click.option("--variant", "-v", required=True, help="Variant name or .py file.")
 @click.option("--dpamt", is_flag=True, help="Enable Dynamic PAMT.")
 @click.option("--exhaustive", is_flag=True, help="No preemption bound: explore every schedule (a proof when it completes).")
-@click.option("--strategy", type=click.Choice(["bfs", "dfs"]), default="bfs", show_default=True,
-              help="bfs: the first counterexample is a shortest one; dfs: faster, less memory.")
+@click.option("--strategy", type=click.Choice(["bfs", "dfs"]), help="bfs: the first counterexample is a shortest one; "
+              "dfs: faster, less memory.  [default: bfs; dfs with --workers > 1]")
 @click.option("--max-steps", type=click.IntRange(1, 10**9), help="Depth bound in steps (bounded: not a proof).")
 @click.option("--preemptions", type=click.IntRange(0, 10**4), help="CHESS preemption bound (default 2 without "
               "--exhaustive).")
@@ -457,10 +457,15 @@ def _verdict(rows: list[Batch]) -> str:
 @click.option("--coverage", "show_coverage", is_flag=True, help="Print what the search reached (SEAMCALL x entry state, steps, events).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
 @click.option("--trace-dir", default="septlab-traces", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--workers", "-j", default=1, show_default=True, type=click.IntRange(0, 1024),
+              help="Processes sharing one depth-first search (0: one per CPU): one state table in shared memory, "
+              "work stealing; a complete check counts the same states with any number. Needs DFS, POR off, no "
+              "checkpoint, fingerprints.")
 def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: str, max_steps: int | None,
           preemptions: int | None, liveness: str, por: str, full: bool, full_states: bool, sets: tuple[str, ...],
           time_limit: float | None, checkpoint: Path | None, checkpoint_every: float, resume: bool,
-          overwrite_checkpoint: bool, show_coverage: bool, json_out: Path | None, trace_dir: Path) -> None:
+          overwrite_checkpoint: bool, show_coverage: bool, json_out: Path | None, trace_dir: Path,
+          workers: int) -> None:
     """Explore every schedule of a small configuration: thread order, injected SEAMCALL failures and
     grace-period ends; with --liveness on (the default), also every fair cycle on which a task starves.
 
@@ -474,6 +479,16 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
 
     if resume and not checkpoint:
         raise BadInput("--resume needs --checkpoint FILE")
+    workers = cpu_workers(workers)
+    if strategy is None:
+        strategy = "dfs" if workers > 1 else "bfs"
+    if workers > 1:
+        for bad, why in ((strategy == "bfs", "--strategy bfs (the parallel search is depth-first)"),
+                         (por == "on", "--por on (sleep marks are kept per process)"),
+                         (full_states, "--full-states (only fingerprints are shared)"),
+                         (checkpoint is not None, "--checkpoint (the search state is spread over processes)")):
+            if bad:
+                raise BadInput(f"--workers {workers}: cannot be combined with {why}; use --workers 1")
     if por == "on" and liveness == "on":
         raise BadInput("--por on: sleep sets may prune the transition that closes a non-progress cycle; "
                        "add --liveness off to use them")
@@ -495,7 +510,7 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
                         liveness=liveness == "on")
     cfg = "as written" if full else "small configuration"
     err.print(f"septlab check: scenario {scn.name} ({cfg}), variant {var.name}, DPAMT {_mode(dpamt)}; "
-              f"{strategy.upper()}, POR {por}, liveness {liveness}, preemptions {'unbounded' if preemptions is None else preemptions}, "
+              f"{strategy.upper()}{f' on {workers} workers' if workers > 1 else ''}, POR {por}, liveness {liveness}, preemptions {'unbounded' if preemptions is None else preemptions}, "
               f"depth {'unbounded' if max_steps is None else max_steps}, "
               f"{'full states' if full_states else '64-bit fingerprints'}")
     prog = Progress(TextColumn("exploring"), TextColumn("{task.fields[states]:>9,} states"),
@@ -506,7 +521,12 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
         tid = prog.add_task("x", total=None, states=0, rate=0.0, frontier=0, depth=0)
         opts.progress = lambda st: prog.update(tid, states=st.states, rate=st.states_per_s, frontier=st.frontier,
                                                depth=st.max_depth)
-        res = run_check(scn, var, dpamt, opts)
+        if workers > 1:
+            from .explore.parallel import run_parallel_check
+
+            res = run_parallel_check(scn, var, dpamt, opts, workers)
+        else:
+            res = run_check(scn, var, dpamt, opts)
     st = res.stats
     interrupted = bool(getattr(res, "interrupted", False))
     t = Table(title=f"septlab check: {scn.name} / {var.name} / DPAMT {_mode(dpamt)}", show_header=False)

@@ -656,7 +656,7 @@ class Explorer:
             self.ex.record = True
             self._replay(path)
             choices = list(self.ex.choices)
-        if isinstance(self.visited, FingerprintSet):
+        if not isinstance(self.visited, FullStateSet):  # fingerprints, here or shared between workers
             vb = self.visited.nbytes
         else:  # full states: pickled size of a sample (a lower bound of the in-memory size) + set slots
             import pickle as _p  # dumps only, for a size estimate; checkpoints never use pickle
@@ -795,18 +795,36 @@ class Explorer:
         return True
 
     def dfs(self) -> CheckResult:
-        o = self.o
-        ex = self.ex
         if self._start():
             stack = self._load_checkpoint()
             at = -1
         else:
-            ex.reset()
-            key0 = self._key()
-            self._admit(key0, o.preemptions or 0, False)
-            stack = [self._node(frozenset(), 0, -1)]
-            stack[0]["fp"] = self._graph_state(key0, stack[0]["trs"])
+            stack = self._root_stack()
             at = 0  # the executor is at stack[at]
+        viol, vpath = self._dfs_loop(stack, at)
+        if viol is not None:
+            return self._result(False, viol, vpath)
+        self._progress(0)
+        self._final_checkpoint(stack)
+        return self._finish()
+
+    def _root_stack(self) -> list[dict[str, Any]]:
+        """The initial state, admitted, as a one-node stack (the executor is left at it)."""
+        self.ex.reset()
+        key0 = self._key()
+        self._admit(key0, self.o.preemptions or 0, False)
+        stack = [self._node(frozenset(), 0, -1)]
+        stack[0]["fp"] = self._graph_state(key0, stack[0]["trs"])
+        return stack
+
+    def _poll(self, stack: list[dict[str, Any]]) -> None:
+        """Called before every DFS step with the stack: a parallel worker gives away work here."""
+
+    def _dfs_loop(self, stack: list[dict[str, Any]], at: int) -> tuple[Any, list[Transition]]:
+        """Depth-first search from `stack` (the executor is at stack[at], or anywhere if at is -1) until the
+        stack is empty, a bound or a stop request ends it, or a violation is found: (violation, its path)."""
+        o = self.o
+        ex = self.ex
         viol: Any = None
         vpath: list[Transition] = []
         progressed = False
@@ -818,6 +836,7 @@ class Explorer:
             while stack:
                 if self._should_end(progressed):
                     break
+                self._poll(stack)
                 node = stack[-1]
                 snap = (*self._begin(), node, len(stack), node["i"], len(node["done"]), node["chosen"])
                 progressed = True
@@ -889,11 +908,7 @@ class Explorer:
                 node["chosen"] = c0
                 self._rollback(stats, found)
             self._interrupt()
-        if viol is not None:
-            return self._result(False, viol, vpath)
-        self._progress(0)
-        self._final_checkpoint(stack)
-        return self._finish()
+        return viol, vpath
 
     def _finish(self) -> CheckResult:
         """No safety violation: the liveness verdict on the graph explored, then the result."""
