@@ -19,7 +19,7 @@ from ..scenarios.world import World, build_world
 from ..tdx_module import errno as E
 from ..tdx_module.sept import SEPT_FREE, SEPT_NAMES, entry_key
 from ..variants import Variant
-from .state import fingerprint, world_state
+from .state import fingerprint, task_position, world_state
 
 Transition = tuple[int, int]  # (thread index, injected error code or 0)
 
@@ -55,6 +55,8 @@ class Executor:
         self.stopped = False
         self.crash = ""
         self.log: list[tuple[int, str, str]] = []
+        self._positions: list[tuple | None] = [None] * len(self.threads)
+        self._frames: dict[int, Any] = {}  # frames suspended in yield from (state.task_position)
         host = self.host
         for t in self.threads:
             host.current = t.task
@@ -79,7 +81,17 @@ class Executor:
         return mf is None or self.host.injections < mf
 
     def state(self) -> tuple:
-        return world_state(self.world, self.threads, self.checker)
+        return world_state(self.world, self.threads, self.checker, self._position)
+
+    def _position(self, i: int, t: Any) -> tuple:
+        """Task i's generator position, recomputed only after task i stepped (another task's step cannot
+        move a generator) -- unless its locals hold a list or dict the world may share (state.task_position)."""
+        c = self._positions[i]
+        if c is None:
+            c, stable = task_position(t.gen, self._frames)
+            if stable:
+                self._positions[i] = c
+        return c
 
     def fingerprint(self) -> int:
         return fingerprint(self.state())
@@ -115,6 +127,7 @@ class Executor:
         self.step += 1
         self.steps_executed += 1
         info = StepInfo(tid, op.what, op.leaf if op.kind == OP_SEAMCALL else -1)
+        self._positions[tid] = None
         try:
             t.op = t.gen.send(inj or None)
         except StopIteration:

@@ -48,21 +48,28 @@ def canon(v: Any) -> Any:
     t = type(v)
     if t is str:
         return _s(v)
-    if t is tuple or t is list:
+    if t is tuple:
+        return tuple(canon(x) for x in v)
+    if t is list:
+        _SHARED[0] = True
         return tuple(canon(x) for x in v)
     if t is KvmMmuPage:
         return (1, v.sp_id)
     if t is TdpIter:
+        _MUTABLE[0] = True
         return (2, v.sp.sp_id, v.idx, v.level, v.gfn, v.old_spte)
     if t is KvmPageFault:
+        _MUTABLE[0] = True
         return (3, v.gfn, v.is_private, v.pfn, v.mmu_seq)
     if t is KvmVcpu:
         return (4, v.vcpu_id)
     if t is GeneratorType:
+        _MUTABLE[0] = True
         return gen_position(v)
     if t is FunctionType:
         return (5, _code(v.__code__))
     if t is dict:
+        _SHARED[0] = True
         return tuple(sorted((canon(k), canon(x)) for k, x in v.items()))
     if t is float:
         return (6, hash(v))
@@ -74,6 +81,53 @@ def canon(v: Any) -> Any:
     raise TypeError(f"septlab.explore.state: no canonical form for {t.__module__}.{t.__qualname__}")
 
 
+# Set by canon() when a value is a list or dict: it may be the world's own object (a local alias of
+# sp.sptes, a cache's list), which another task's step can change -- a position holding one is not cached.
+_SHARED = [False]
+# Set by canon() for objects a callee may change while the caller's frame is suspended in `yield from`
+# (a TdpIter whose old_spte a failed cmpxchg refreshes, a page fault, a generator passed down).
+_MUTABLE = [False]
+
+
+def task_position(gen: GeneratorType, frames: dict[int, Any] | None = None) -> tuple[tuple, bool]:
+    """(gen_position(gen), whether it can only change when this task steps).
+
+    `frames` caches the part of each frame suspended in `yield from`: such a frame has not run since it
+    started delegating to that very generator object (only the innermost frame of a chain moves), so its
+    (code, f_lasti, locals) is reused while gi_yieldfrom is the same object -- unless its locals hold
+    something shared or mutable by the callee. Entries keep the generators alive, so ids are not reused."""
+    _SHARED[0] = False
+    out: list[Any] = []
+    stable = True
+    while gen is not None:
+        fr = gen.gi_frame
+        if fr is None:
+            out.append(-1)
+            break
+        yf = gen.gi_yieldfrom
+        ent = frames.get(id(gen)) if frames is not None and yf is not None else None
+        if ent is not None and ent[0] is gen and ent[1] is yf:
+            out.extend(ent[2])
+        else:
+            shared, _SHARED[0], _MUTABLE[0] = _SHARED[0], False, False
+            part = _frame(gen, fr)
+            out.extend(part)
+            if frames is not None and yf is not None and not _SHARED[0] and not _MUTABLE[0]:
+                frames[id(gen)] = (gen, yf, part)
+            stable = stable and not _SHARED[0]
+            _SHARED[0] = shared or _SHARED[0]
+        gen = yf  # type: ignore[assignment]
+    return tuple(out), stable and not _SHARED[0]
+
+
+def _frame(gen: GeneratorType, fr: Any) -> tuple:
+    # sorted: f_locals is refreshed in place (PyFrame_FastToLocals), so a local unbound at an earlier
+    # read and bound now moves to the end -- the dict's order depends on when the frame was read before,
+    # i.e. on the path (a replayed state and the same state reached step by step differed)
+    return (_code(gen.gi_code), fr.f_lasti,
+            tuple(sorted((_s(k), canon(x)) for k, x in fr.f_locals.items() if k[0] != "_")))
+
+
 def gen_position(gen: GeneratorType) -> tuple:
     out: list[Any] = []
     while gen is not None:
@@ -81,13 +135,7 @@ def gen_position(gen: GeneratorType) -> tuple:
         if fr is None:
             out.append(-1)
             break
-        out.append(_code(gen.gi_code))
-        out.append(fr.f_lasti)
-        loc = fr.f_locals
-        # sorted: f_locals is refreshed in place (PyFrame_FastToLocals), so a local unbound at an earlier
-        # read and bound now moves to the end -- the dict's order depends on when the frame was read before,
-        # i.e. on the path (a replayed state and the same state reached step by step differed)
-        out.append(tuple(sorted((_s(k), canon(x)) for k, x in loc.items() if k[0] != "_")))
+        out.extend(_frame(gen, fr))
         gen = gen.gi_yieldfrom  # type: ignore[assignment]
     return tuple(out)
 
@@ -106,8 +154,9 @@ def _cause_key(k: Any) -> tuple[int, int]:
     return ({"gfn": 2, "pamt": 3, "freed": 4, "epoch": 5}[k[0]], k[1])
 
 
-def world_state(world: Any, threads: list[Any], checker: Any) -> tuple:
-    """The canonical state tuple (full-state mode stores this; fingerprint mode stores its hash)."""
+def world_state(world: Any, threads: list[Any], checker: Any, positions: Any = None) -> tuple:
+    """The canonical state tuple (full-state mode stores this; fingerprint mode stores its hash).
+    `positions(i, thread)`, if given, supplies task i's generator position (a cache: explore/executor.py)."""
     host = world.host
     kvm: Kvm = world.kvm
     pa = host.pages
@@ -115,9 +164,10 @@ def world_state(world: Any, threads: list[Any], checker: Any) -> tuple:
     seam = host.seam
     th = host.tdx
     names = {t.task.name: i for i, t in enumerate(threads)}
-    tasks = tuple((t.done, gen_position(t.gen) if not t.done else (), tuple(_s(c) for c in t.task.ctx),
+    pos = positions or (lambda i, t: gen_position(t.gen))
+    tasks = tuple((t.done, pos(i, t) if not t.done else (), tuple(_s(c) for c in t.task.ctx),
                    tuple((_s(n), _s(m)) for n, m in t.task.held), t.task.rcu_nesting, t.task.injected_error)
-                  for t in threads)
+                  for i, t in enumerate(threads))
     tds = tuple((tdr, td.hkid, td.lifecycle, td.op_state, td.child_count, td.td_epoch, tuple(td.epoch_refcount),
                  td.wbcache_done, td.tdr_lock, td.sept_lock, td.epoch_lock, tuple(sorted(td.sept_entry_lock)),
                  tuple((k, vp.initialized, vp.associated, vp.in_guest_epoch, vp.entering, vp.sept_locked,

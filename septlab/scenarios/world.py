@@ -40,13 +40,17 @@ class World:
 
 
 def _accesses(scn: Scenario, items: list[dict[str, Any]]) -> Iterator[tuple[int, bool, bool]]:
-    """(gfn, private, the guest accepts it at 4 KiB) for each guest access of a vCPU."""
-    for a in items:
-        shared = bool(a.get("shared", False))
-        accept_4k = a.get("accept") == "4K"
-        g = a["gfn"]
-        for i in range(scn.count(a.get("count"))):
-            yield g + i, not shared, accept_4k
+    """(gfn, private, the guest accepts it at 4 KiB) for each guest access of a vCPU.
+
+    The plan is a tuple computed up front, so no generator frame holds the scenario's lists: a position
+    holding a list or dict is recomputed at every state (explore/state.py)."""
+    return _each(tuple((a["gfn"] + i, not a.get("shared", False), a.get("accept") == "4K")
+                       for a in items for i in range(scn.count(a.get("count")))))
+
+
+def _each(plan: tuple[tuple[int, bool, bool], ...]) -> Iterator[tuple[int, bool, bool]]:
+    for k in range(len(plan)):
+        yield plan[k]
 
 
 def zapper_run(kvm: Kvm, scn: Scenario, ops: list[dict[str, Any]],
