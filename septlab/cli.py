@@ -160,6 +160,19 @@ def _report_violation(scn: Any, var: Any, dpamt: bool, bad: Any, rate: float, ov
     return trace_file, trace_json(trace_header(scn, var, dpamt, bad.seed, rate, ov), bad), cmd
 
 
+def _ray(address: str | None) -> bool:
+    """Connect to the Ray cluster --ray names (exit 2 if Ray is missing or unreachable); False without it."""
+    if not address:
+        return False
+    from .explore.cluster import RayUnavailable, connect
+
+    try:
+        connect(address)
+    except RayUnavailable as e:
+        raise BadInput(str(e)) from None
+    return True
+
+
 def _print_result(verdict: Verdict, detail: str, steps: int) -> None:
     if verdict.kind == VIOLATED:
         out.print(f"result: {verdict}")
@@ -187,10 +200,14 @@ def _print_result(verdict: Verdict, detail: str, steps: int) -> None:
 @click.option("--workers", "-j", default=1, show_default=True, type=click.IntRange(0, 1024),
               help="Processes to run schedules on (0: one per CPU). Results are the same for any number: "
               "schedules are summarised in seed order.")
+@click.option("--ray", "ray_address", metavar="ADDRESS", help="Run the schedules as tasks on a Ray cluster instead of "
+              "local processes: auto (the cluster this machine belongs to), ray://HOST:PORT, or local (a private Ray on "
+              "this machine). Needs pip install 'septlab[ray]'.")
 @click.option("--minimize", is_flag=True, help="Shrink the first violating schedule (ddmin over its preemptions and "
               "injected failures) before reporting it.")
 def run(scenario: str, variant: str, dpamt: bool, seed: int, schedules: int, fault_rate: float | None,
-        sets: tuple[str, ...], json_out: Path | None, trace_dir: Path, workers: int, minimize: bool) -> None:
+        sets: tuple[str, ...], json_out: Path | None, trace_dir: Path, workers: int, ray_address: str | None,
+        minimize: bool) -> None:
     """Run N seeded schedules; report the first violation KASAN/lockdep/WARN-style, with its replay command.
 
     Exit 0: every schedule ran to its end and nothing was violated; 1: an invariant was violated;
@@ -217,7 +234,7 @@ def run(scenario: str, variant: str, dpamt: bool, seed: int, schedules: int, fau
         with _progress(schedules, "schedules") as prog:
             tid = prog.add_task("run", total=schedules, note="")
             batch = run_batch(scn, var, dpamt, seed, schedules, fault_rate=fault_rate, history=history,
-                              workers=cpu_workers(workers), on_schedule=lambda b: prog.update(tid, completed=b.done,
+                              workers=cpu_workers(workers), ray=_ray(ray_address), on_schedule=lambda b: prog.update(tid, completed=b.done,
                                                                 note=f"{sum(b.counts.values())} violating"))
     trace = None
     if batch.first_bad is not None:
@@ -284,7 +301,7 @@ def replay(trace: Path, variant_file: str | None, scenario: str | None) -> None:
 
 
 def _compare_rows(scn: Any, variants: list[Any], modes: list[bool], schedules: int, seed: int,
-                  fault_rate: float | None, workers: int = 1) -> tuple[list[Batch], bool]:
+                  fault_rate: float | None, workers: int = 1, ray: bool = False) -> tuple[list[Batch], bool]:
     """One batch per (variant, DPAMT); Ctrl-C keeps the finished rows and the partial one."""
     rows: list[Batch] = []
     total = len(variants) * len(modes) * schedules
@@ -293,7 +310,7 @@ def _compare_rows(scn: Any, variants: list[Any], modes: list[bool], schedules: i
         for var in variants:
             for dp in modes:
                 base = len(rows) * schedules
-                b = run_batch(scn, var, dp, seed, schedules, fault_rate=fault_rate, workers=workers,
+                b = run_batch(scn, var, dp, seed, schedules, fault_rate=fault_rate, workers=workers, ray=ray,
                               on_schedule=lambda b, base=base: prog.update(
                                   task, completed=base + b.done, note=f"{b.variant.name}{' +dpamt' if b.dpamt else ''}"))
                 rows.append(b)
@@ -367,10 +384,13 @@ def compare_table(scenario: str, schedules: int, seed: int, rows: list[Batch], w
 @click.option("--workers", "-j", default=1, show_default=True, type=click.IntRange(0, 1024),
               help="Processes to run schedules on (0: one per CPU). Results are the same for any number: "
               "schedules are summarised in seed order.")
+@click.option("--ray", "ray_address", metavar="ADDRESS", help="Run the schedules as tasks on a Ray cluster instead of "
+              "local processes: auto (the cluster this machine belongs to), ray://HOST:PORT, or local (a private Ray on "
+              "this machine). Needs pip install 'septlab[ray]'.")
 @click.option("--fail-on-violation", is_flag=True, help="Exit 1 if any row violates an invariant (4 if none does "
               "but some row is bounded): for CI. Without it compare exits 0 once its table is printed.")
 def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int, fault_rate: float | None,
-            sets: tuple[str, ...], json_out: Path | None, plot: Path | None, workers: int,
+            sets: tuple[str, ...], json_out: Path | None, plot: Path | None, workers: int, ray_address: str | None,
             fail_on_violation: bool) -> None:
     """Compare designs: one row per (variant, DPAMT) with its result and memory metrics.
 
@@ -385,7 +405,8 @@ def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int,
         raise BadInput("--variants: give at least one variant name")
     vars_ = resolve_variants(names)
     modes = {"off": [False], "on": [True], "both": [False, True]}[dpamt]
-    rows, interrupted = _compare_rows(scn, vars_, modes, schedules, seed, fault_rate, cpu_workers(workers))
+    rows, interrupted = _compare_rows(scn, vars_, modes, schedules, seed, fault_rate, cpu_workers(workers),
+                                      _ray(ray_address))
     out.print(compare_table(scn.name, schedules, seed, rows, out.width if sys.stdout.isatty() else None))
     out.print(_verdict(rows))
     if interrupted:
@@ -461,11 +482,13 @@ def _verdict(rows: list[Batch]) -> str:
               help="Processes sharing one depth-first search (0: one per CPU): one state table in shared memory, "
               "work stealing; a complete check counts the same states with any number. Needs DFS, POR off, no "
               "checkpoint, fingerprints.")
+@click.option("--ray", "ray_address", metavar="ADDRESS", help="Run the --workers on a Ray cluster (auto, "
+              "ray://HOST:PORT or local; --workers 0: one per CPU of the cluster). Needs pip install 'septlab[ray]'.")
 def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: str, max_steps: int | None,
           preemptions: int | None, liveness: str, por: str, full: bool, full_states: bool, sets: tuple[str, ...],
           time_limit: float | None, checkpoint: Path | None, checkpoint_every: float, resume: bool,
           overwrite_checkpoint: bool, show_coverage: bool, json_out: Path | None, trace_dir: Path,
-          workers: int) -> None:
+          workers: int, ray_address: str | None) -> None:
     """Explore every schedule of a small configuration: thread order, injected SEAMCALL failures and
     grace-period ends; with --liveness on (the default), also every fair cycle on which a task starves.
 
@@ -479,10 +502,15 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
 
     if resume and not checkpoint:
         raise BadInput("--resume needs --checkpoint FILE")
+    ray = _ray(ray_address)
+    if ray and not workers:
+        import ray as ray_mod
+
+        workers = max(1, int(ray_mod.cluster_resources().get("CPU", 1)))
     workers = cpu_workers(workers)
     if strategy is None:
-        strategy = "dfs" if workers > 1 else "bfs"
-    if workers > 1:
+        strategy = "dfs" if workers > 1 or ray else "bfs"
+    if workers > 1 or ray:
         for bad, why in ((strategy == "bfs", "--strategy bfs (the parallel search is depth-first)"),
                          (por == "on", "--por on (sleep marks are kept per process)"),
                          (full_states, "--full-states (only fingerprints are shared)"),
@@ -510,10 +538,11 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
                         liveness=liveness == "on")
     cfg = "as written" if full else "small configuration"
     err.print(f"septlab check: scenario {scn.name} ({cfg}), variant {var.name}, DPAMT {_mode(dpamt)}; "
-              f"{strategy.upper()}{f' on {workers} workers' if workers > 1 else ''}, POR {por}, liveness {liveness}, preemptions {'unbounded' if preemptions is None else preemptions}, "
+              f"{strategy.upper()}{f' on {workers} workers' if workers > 1 or ray else ''}{' (Ray)' if ray else ''}, POR {por}, liveness {liveness}, preemptions {'unbounded' if preemptions is None else preemptions}, "
               f"depth {'unbounded' if max_steps is None else max_steps}, "
               f"{'full states' if full_states else '64-bit fingerprints'}")
-    prog = Progress(TextColumn("exploring"), TextColumn("{task.fields[states]:>9,} states"),
+    prog = Progress(TextColumn(f"exploring{f' on {workers} workers' if workers > 1 else ''}"),
+                    TextColumn("{task.fields[states]:>9,} states"),
                     TextColumn("{task.fields[rate]:>7,.0f} states/s"), TextColumn("frontier {task.fields[frontier]:,}"),
                     TextColumn("depth {task.fields[depth]}"), TimeElapsedColumn(), console=err, transient=True,
                     disable=not err.is_terminal)
@@ -521,7 +550,11 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
         tid = prog.add_task("x", total=None, states=0, rate=0.0, frontier=0, depth=0)
         opts.progress = lambda st: prog.update(tid, states=st.states, rate=st.states_per_s, frontier=st.frontier,
                                                depth=st.max_depth)
-        if workers > 1:
+        if ray:
+            from .explore.ray_check import run_ray_check
+
+            res = run_ray_check(scn, var, dpamt, opts, workers)
+        elif workers > 1:
             from .explore.parallel import run_parallel_check
 
             res = run_parallel_check(scn, var, dpamt, opts, workers)

@@ -134,31 +134,33 @@ class Batch:
 def run_batch(scn: Scenario, variant: Variant, dpamt: bool, seed: int, schedules: int, *,
               fault_rate: float | None = None, history: bool | None = False,
               on_schedule: Callable[[Batch], None] | None = None,
-              tick: Callable[[int], None] | None = None, workers: int = 1) -> Batch:
+              tick: Callable[[int], None] | None = None, workers: int = 1, ray: bool = False) -> Batch:
     """Seeds seed..seed+N-1; Ctrl-C stops between schedules and keeps what finished.
 
-    With `workers` > 1 the seeds run in chunks on a local process pool (explore/pool.py) and are
-    summarised in seed order, so the batch -- counts, metrics, the first violating schedule -- is the one
-    a single process computes; the first violating schedule is re-run here to report it from a live world."""
+    With `workers` > 1 the seeds run in chunks on a local process pool (explore/pool.py), with `ray` as
+    Ray tasks (explore/cluster.py), and are summarised in seed order, so the batch -- counts, metrics,
+    the first violating schedule -- is the one a single process computes; the first violating schedule
+    is re-run here to report it from a live world."""
     b = Batch(scn, variant, dpamt, seed, schedules)
+    pooled = workers > 1 or ray
+    if pooled:
+        from .cluster import portable_variant
 
-    def one(i: int) -> RunResult:
-        r = run_schedule(scn, variant, dpamt, seed + i, fault_rate=fault_rate, history=history,
-                         tick=tick if workers <= 1 else None)
-        if workers > 1:  # crosses a process boundary: plain data only
-            r = _portable(r)
-        return r
-
-    def chunk(rng: range) -> list[RunResult]:
-        return [one(i) for i in rng]
-
+        job: Callable[[range], list[RunResult]] = _Chunk(scn, portable_variant(variant) if ray else variant, dpamt,
+                                                         seed, fault_rate, history)
+        items = chunks(schedules, max(workers, 1 if not ray else 8))
+    else:
+        def job(rng: range) -> list[RunResult]:
+            return [run_schedule(scn, variant, dpamt, seed + i, fault_rate=fault_rate, history=history, tick=tick)
+                    for i in rng]
+        items = chunks(schedules, 1, 1)
     try:
-        for rs in ordered_map(chunk, chunks(schedules, workers, 1 if workers <= 1 else None), workers):
+        for rs in ordered_map(job, items, workers, ray):
             for r in rs:
                 if r.status == "crash":
                     raise ModelCrash(f"model crashed in schedule seed={r.seed} ({variant.name}, DPAMT "
                                      f"{'on' if dpamt else 'off'}): {r.crash.splitlines()[-1] if r.crash else '?'}")
-                if workers > 1 and r.violations and b.first_bad is None:
+                if pooled and r.violations and b.first_bad is None:
                     r = run_schedule(scn, variant, dpamt, r.seed, fault_rate=fault_rate, history=history)
                 b.add(r)
                 if on_schedule is not None:
@@ -166,6 +168,26 @@ def run_batch(scn: Scenario, variant: Variant, dpamt: bool, seed: int, schedules
     except KeyboardInterrupt:
         b.interrupted = True
     return b
+
+
+@dataclass
+class _Chunk:
+    """Schedules seed+i for i in a range, as a pool or Ray task: plain data (the variant may be a portable
+    spec, loaded once per worker) returning results without their live worlds."""
+
+    scn: Scenario
+    variant: Any
+    dpamt: bool
+    seed: int
+    fault_rate: float | None
+    history: bool | None
+
+    def __call__(self, rng: range) -> list[RunResult]:
+        from .cluster import variant_from
+
+        var = variant_from(self.variant)
+        return [_portable(run_schedule(self.scn, var, self.dpamt, self.seed + i, fault_rate=self.fault_rate,
+                                       history=self.history)) for i in rng]
 
 
 def _portable(r: RunResult) -> RunResult:

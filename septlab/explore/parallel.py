@@ -173,15 +173,55 @@ class SharedFingerprintSet:
 
 
 class _Shared:
-    """What the parent and its workers share: the state table, the hunger and stop flags, the queues."""
+    """What the parent and its workers share on one machine: the state table in shared memory, the hunger
+    and stop flags, one inbox per worker and one queue of messages to the parent. explore/ray_check.py
+    implements the same methods over Ray actors."""
 
     def __init__(self, directory: Path, workers: int):
         ctx = mp.get_context("fork")
-        self.table = SharedFingerprintSet(directory)
+        self.table: Any = SharedFingerprintSet(directory)
         self.hungry = ctx.Value("i", 0)
         self.stop = ctx.RawValue("i", 0)
         self.results: Any = ctx.Queue()
         self.inboxes: list[Any] = [ctx.Queue() for _ in range(workers)]
+
+    # --- the worker's side ------------------------------------------------------------------------------
+    def next_item(self, wid: int) -> Any:
+        return self.inboxes[wid].get()
+
+    def claim_hunger(self) -> bool:
+        """True (once per idle worker) if someone is idle: the caller then gives work away."""
+        h = self.hungry
+        if h.value <= 0:  # unlocked read: a stale value only delays a hand-over by one step
+            return False
+        with h.get_lock():
+            if h.value <= 0:
+                return False
+            h.value -= 1
+            return True
+
+    def stopped(self) -> bool:
+        return bool(self.stop.value)
+
+    def post(self, msg: Any) -> None:
+        self.results.put(msg)
+
+    # --- the parent's side ------------------------------------------------------------------------------
+    def give(self, wid: int, msg: Any) -> None:
+        self.inboxes[wid].put(msg)
+
+    def set_hungry(self, n: int) -> None:
+        with self.hungry.get_lock():
+            self.hungry.value = n
+
+    def set_stop(self) -> None:
+        self.stop.value = 1
+
+    def take(self, timeout: float) -> Any:
+        try:
+            return self.results.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
 
 def _prefix_node(nd: dict[str, Any]) -> dict[str, Any]:
@@ -201,24 +241,21 @@ class _WorkerExplorer(Explorer):
         self.sh = sh
 
     def _poll(self, stack: list[dict[str, Any]]) -> None:
-        hungry = self.sh.hungry
-        if hungry.value <= 0:  # unlocked read: a stale value only delays a hand-over by one step
-            return
-        for k, nd in enumerate(stack):  # noqa: B007 (k is used after the loop)
+        # never the top node: the giver keeps the subtree it is in, or two workers would hand one item back
+        # and forth without exploring it
+        for k, nd in enumerate(stack[:-1]):  # noqa: B007 (k is used after the loop)
             if nd["i"] < len(nd["trs"]):
                 break
         else:
             return
-        with hungry.get_lock():
-            if hungry.value <= 0:
-                return
-            hungry.value -= 1
+        if not self.sh.claim_hunger():
+            return
         nd = stack[k]
         given = {"trs": nd["trs"][nd["i"]:], "i": 0, "sleep": nd["sleep"], "pre": nd["pre"], "last": nd["last"],
                  "chosen": None, "done": list(nd["done"]), "gp": nd["gp"], "last_enabled": nd["last_enabled"],
                  "fp": nd.get("fp")}
         nd["i"] = len(nd["trs"])
-        self.sh.results.put(("donate", [_prefix_node(x) for x in stack[:k]] + [given]))
+        self.sh.post(("donate", [_prefix_node(x) for x in stack[:k]] + [given]))
 
 
 def _payload(xp: Explorer, viol: Any, vpath: list[Transition]) -> dict[str, Any]:
@@ -230,15 +267,16 @@ def _payload(xp: Explorer, viol: Any, vpath: list[Transition]) -> dict[str, Any]
             "graph": None if g is None else (g.info, {k: v for k, v in g.out.items()})}
 
 
-def _worker(wid: int, sh: _Shared, scn: Scenario, variant: Variant, dpamt: bool, opts: CheckOptions,
+def _worker(wid: int, sh: Any, scn: Scenario, variant: Variant, dpamt: bool, opts: CheckOptions,
             header: dict[str, Any]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and tells us to stop
+    """A worker's life: explore the items the parent gives it until it gets None."""
+    with contextlib.suppress(ValueError):  # not the main thread (a Ray actor's): Ray handles signals
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and tells us to stop
     ex = Executor(scn, variant, dpamt)
     wopts = CheckOptions(**{**vars(opts), "checkpoint": None, "resume": False, "progress": None,
-                            "time_limit": None, "should_stop": lambda: bool(sh.stop.value)})
-    inbox = sh.inboxes[wid]
+                            "time_limit": None, "should_stop": sh.stopped})
     while True:
-        msg = inbox.get()
+        msg = sh.next_item(wid)
         if msg is None:
             return
         item_id, stack = msg
@@ -253,7 +291,7 @@ def _worker(wid: int, sh: _Shared, scn: Scenario, variant: Variant, dpamt: bool,
         before = ex.steps_executed
         viol, vpath = xp._dfs_loop(stack, at)
         xp.stats.steps_executed = ex.steps_executed - before
-        sh.results.put(("done", wid, item_id, _payload(xp, viol, vpath)))
+        sh.post(("done", wid, item_id, _payload(xp, viol, vpath)))
 
 
 class ParallelCheck:
@@ -291,7 +329,7 @@ class ParallelCheck:
     def _stop_workers(self) -> None:
         for k in range(len(getattr(self, "procs", []))):
             with contextlib.suppress(Exception):
-                self.sh.inboxes[k].put(None)
+                self.sh.give(k, None)
         deadline = time.monotonic() + 2
         for p in getattr(self, "procs", []):
             p.join(max(0.0, deadline - time.monotonic()))
@@ -323,23 +361,21 @@ class ParallelCheck:
                     w = idle.pop(0)
                     item = pending.popleft()
                     busy[w] = (next_id, item)
-                    sh.inboxes[w].put((next_id, item))
+                    sh.give(w, (next_id, item))
                     next_id += 1
                 if not busy and (not pending or stopping):
                     break
-                with sh.hungry.get_lock():
-                    sh.hungry.value = 0 if pending or stopping else len(idle)
+                sh.set_hungry(0 if pending or stopping else len(idle))
                 if not stopping and (t_end is not None and time.monotonic() > t_end
                                      or o.should_stop is not None and o.should_stop()):
                     stopping = True
-                    sh.stop.value = 1
+                    sh.set_stop()
                     if t_end is not None and time.monotonic() > t_end:
                         xp.bounded.add("time limit")
                     else:
                         xp._interrupt()
-                try:
-                    msg = sh.results.get(timeout=_POLL)
-                except queue.Empty:
+                msg = sh.take(_POLL)
+                if msg is None:
                     self._reap(busy, pending, idle)
                     self._report(len(pending) + len(busy))
                     continue
@@ -354,10 +390,10 @@ class ParallelCheck:
                 if pl["violation"] and viol_path is None and o.stop_at_first:
                     viol_path = pl["path"]
                     stopping = True
-                    sh.stop.value = 1
+                    sh.set_stop()
                 self._report(len(pending) + len(busy))
         except KeyboardInterrupt:
-            sh.stop.value = 1
+            sh.set_stop()
             xp._interrupt()
         if viol_path is not None:
             xp._replay(viol_path)
@@ -367,12 +403,18 @@ class ParallelCheck:
         xp._progress(0)
         return xp._finish()
 
+    def _alive(self, w: int) -> bool:
+        p = self.procs[w]
+        if p.is_alive():
+            return True
+        p.join(0)
+        return False
+
     def _reap(self, busy: dict[int, tuple[int, Any]], pending: deque[Any], idle: list[int]) -> None:
-        """A worker that died: purge what its item inserted, queue the item again, fork a replacement."""
-        for w, p in enumerate(self.procs):
-            if p.is_alive():
+        """A worker that died: purge what its item inserted, queue the item again, start a replacement."""
+        for w in range(len(self.procs)):
+            if self._alive(w):
                 continue
-            p.join(0)
             if w in busy:
                 item_id, item = busy.pop(w)
                 self.sh.table.purge(item_id)

@@ -48,12 +48,19 @@ def chunks(n: int, workers: int, per_chunk: int | None = None) -> list[range]:
     return [range(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-def ordered_map(job: Callable[[Any], Any], items: Sequence[Any], workers: int) -> Iterator[Any]:
-    """Yield job(item) for every item, in item order, computed by `workers` forked processes.
+def ordered_map(job: Callable[[Any], Any], items: Sequence[Any], workers: int, ray: bool = False) -> Iterator[Any]:
+    """Yield job(item) for every item, in item order, computed by `workers` forked processes -- or, with
+    `ray`, by tasks on the Ray cluster this process is connected to (explore/cluster.py; `job` is then
+    pickled, so it must be plain data and importable code).
 
     Closing the generator early (an exception or Ctrl-C in the caller) shuts the pool down and
     cancels what has not started."""
     global _JOB
+    if ray:
+        from .cluster import ray_ordered_map
+
+        yield from ray_ordered_map(job, items)
+        return
     if workers <= 1 or len(items) <= 1:
         for it in items:
             yield job(it)
