@@ -9,6 +9,7 @@ Ray re-runs a task whose worker died (`max_retries`), so a lost node loses no sc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import tempfile
@@ -54,7 +55,8 @@ def connect(address: str) -> None:
     if ray.is_initialized():
         return
     try:
-        ray.init(address=None if address == "local" else address, include_dashboard=False,
+        # "local" is Ray's own spelling for "start a new private instance": never join another driver's
+        ray.init(address=address, include_dashboard=False,
                  log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RayUnavailable(f"--ray {address}: cannot connect: {str(e).splitlines()[0] if str(e) else e}") from None
@@ -96,12 +98,17 @@ def ray_ordered_map(job: Callable[[Any], Any], items: Sequence[Any]) -> Iterator
     fn = ray.remote(max_retries=RETRIES)(_call)
     jref = ray.put(job)
     refs = [fn.remote(jref, it) for it in items]
+    got = 0
     try:
         for r in refs:
             yield ray.get(r)
+            got += 1
     finally:
-        for r in refs:
-            try:
-                ray.cancel(r)
-            except Exception:  # noqa: BLE001 -- finished or already gone
-                pass
+        if got < len(refs):  # closed early (Ctrl-C, an error): cancel what has not finished. Never cancel a
+            # finished task: Ray 2.60 aborts the driver when a cancel races the task's completion
+            ready, _ = ray.wait(refs[got:], num_returns=len(refs) - got, timeout=0)
+            finished = set(ready)
+            for r in refs[got:]:
+                if r not in finished:
+                    with contextlib.suppress(Exception):
+                        ray.cancel(r)
