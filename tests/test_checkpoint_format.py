@@ -255,7 +255,9 @@ def test_time_limited_resumes_advance_and_finish_like_one_run(tmp_path, strategy
     # chunks advance (a chunk on a loaded machine may spend its whole limit resuming, so not every one;
     # with the limit counting the total time, none after the first would)
     steps = list(zip(states[:-2], states[1:-1], strict=True))
-    assert all(a <= b for a, b in steps) and sum(a < b for a, b in steps) >= max(2, len(steps) // 3), states
+    # (three chunks -- a fast box -- leave one pair to judge: it must advance)
+    assert all(a <= b for a, b in steps) and sum(a < b for a, b in steps) >= max(min(2, len(steps)),
+                                                                                len(steps) // 3), states
     same_search(runs[-1], ref)
     assert runs[-1].stats.elapsed >= limit * (len(runs) - 1)  # the total across chunks is kept
 

@@ -75,3 +75,21 @@ def test_unreachable_cluster_is_a_clean_error():
 
     with pytest.raises(RayUnavailable, match="cannot reach"):
         connect("127.0.0.1:1")
+
+
+def test_a_killed_ray_worker_has_its_item_redone(cluster):
+    from septlab.explore.ray_check import RayCheck
+
+    class KillOnce(RayCheck):
+        killed = False
+
+        def _merge(self, pl):
+            super()._merge(pl)
+            if not self.killed:  # after the first finished item, kill a worker (busy or not)
+                self.killed = True
+                ray.kill(self.procs[0][0])
+
+    rc = KillOnce(load_scenario("boot-teardown", small=True), get_variant("tdx-free"), False,
+                  CheckOptions(strategy="dfs", por=False, liveness=False), 2)
+    r = rc.run()
+    assert rc.killed and r.complete and r.stats.states == 580
