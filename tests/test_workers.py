@@ -129,7 +129,7 @@ def test_workers_refuse_what_they_cannot_share(tmp_path, capsys):
         assert "--workers 2: cannot be combined" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("scenario", ["seed", "zap-yield", "hugepage"])
+@pytest.mark.parametrize("scenario", ["seed", "zap-yield", pytest.param("hugepage", marks=pytest.mark.slow)])
 def test_cached_positions_give_the_uncached_state(scenario):
     """The executor reuses task positions (a task that did not step, a frame suspended in yield from):
     at every step of random walks the state must equal the one computed from scratch."""
@@ -139,7 +139,7 @@ def test_cached_positions_give_the_uncached_state(scenario):
 
     ex = Executor(load_scenario(scenario, small=True), get_variant("tdx-free"), True)
     steps = 0
-    for seed in range(2 if scenario == "hugepage" else 6):  # hugepage's states are large: 2 walks suffice
+    for seed in range(2 if scenario == "hugepage" else 6):  # hugepage's states are large: 2 walks suffice (slow)
         rnd = random.Random(seed)
         ex.reset()
         for _ in range(1500):
