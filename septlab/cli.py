@@ -160,6 +160,16 @@ def _report_violation(scn: Any, var: Any, dpamt: bool, bad: Any, rate: float, ov
     return trace_file, trace_json(trace_header(scn, var, dpamt, bad.seed, rate, ov), bad), cmd
 
 
+def _schedule_workers(f: Any) -> Any:
+    """--workers and --ray of the commands that run seeded schedules (run, compare)."""
+    f = click.option("--ray", "ray_address", metavar="ADDRESS", help="Run the schedules as tasks on a Ray cluster "
+                     "instead of local processes: auto (the cluster this machine belongs to), ray://HOST:PORT, or "
+                     "local (a private Ray on this machine). Needs pip install 'septlab[ray]'.")(f)
+    return click.option("--workers", "-j", default=1, show_default=True, type=click.IntRange(0, 1024),
+                        help="Processes to run schedules on (0: one per CPU). Results are the same for any number: "
+                        "schedules are summarised in seed order.")(f)
+
+
 def _ray(address: str | None) -> bool:
     """Connect to the Ray cluster --ray names (exit 2 if Ray is missing or unreachable); False without it."""
     if not address:
@@ -197,12 +207,7 @@ def _print_result(verdict: Verdict, detail: str, steps: int) -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
 @click.option("--trace-dir", default="septlab-traces", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where the trace of the first violating schedule is written.")
-@click.option("--workers", "-j", default=1, show_default=True, type=click.IntRange(0, 1024),
-              help="Processes to run schedules on (0: one per CPU). Results are the same for any number: "
-              "schedules are summarised in seed order.")
-@click.option("--ray", "ray_address", metavar="ADDRESS", help="Run the schedules as tasks on a Ray cluster instead of "
-              "local processes: auto (the cluster this machine belongs to), ray://HOST:PORT, or local (a private Ray on "
-              "this machine). Needs pip install 'septlab[ray]'.")
+@_schedule_workers
 @click.option("--minimize", is_flag=True, help="Shrink the first violating schedule (ddmin over its preemptions and "
               "injected failures) before reporting it.")
 def run(scenario: str, variant: str, dpamt: bool, seed: int, schedules: int, fault_rate: float | None,
@@ -381,12 +386,7 @@ def compare_table(scenario: str, schedules: int, seed: int, rows: list[Batch], w
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Picture of the answer (.png, .svg or .pdf): S-EPT pages held after RECLAIM, and each design's "
               "cost and verdict.")
-@click.option("--workers", "-j", default=1, show_default=True, type=click.IntRange(0, 1024),
-              help="Processes to run schedules on (0: one per CPU). Results are the same for any number: "
-              "schedules are summarised in seed order.")
-@click.option("--ray", "ray_address", metavar="ADDRESS", help="Run the schedules as tasks on a Ray cluster instead of "
-              "local processes: auto (the cluster this machine belongs to), ray://HOST:PORT, or local (a private Ray on "
-              "this machine). Needs pip install 'septlab[ray]'.")
+@_schedule_workers
 @click.option("--fail-on-violation", is_flag=True, help="Exit 1 if any row violates an invariant (4 if none does "
               "but some row is bounded): for CI. Without it compare exits 0 once its table is printed.")
 def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int, fault_rate: float | None,
@@ -510,13 +510,6 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
     workers = cpu_workers(workers)
     if strategy is None:
         strategy = "dfs" if workers > 1 or ray else "bfs"
-    if workers > 1 or ray:
-        for bad, why in ((strategy == "bfs", "--strategy bfs (the parallel search is depth-first)"),
-                         (por == "on", "--por on (sleep marks are kept per process)"),
-                         (full_states, "--full-states (only fingerprints are shared)"),
-                         (checkpoint is not None, "--checkpoint (the search state is spread over processes)")):
-            if bad:
-                raise BadInput(f"--workers {workers}: cannot be combined with {why}; use --workers 1")
     if por == "on" and liveness == "on":
         raise BadInput("--por on: sleep sets may prune the transition that closes a non-progress cycle; "
                        "add --liveness off to use them")
@@ -536,6 +529,11 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
                         full_states=full_states, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                         resume=resume, time_limit=time_limit, overwrite_checkpoint=overwrite_checkpoint,
                         liveness=liveness == "on")
+    if workers > 1 or ray:
+        from .explore.parallel import unsupported
+
+        for why in unsupported(opts)[:1]:
+            raise BadInput(f"--workers {workers}: cannot be combined with {why}; use --workers 1")
     cfg = "as written" if full else "small configuration"
     err.print(f"septlab check: scenario {scn.name} ({cfg}), variant {var.name}, DPAMT {_mode(dpamt)}; "
               f"{strategy.upper()}{f' on {workers} workers' if workers > 1 or ray else ''}{' (Ray)' if ray else ''}, POR {por}, liveness {liveness}, preemptions {'unbounded' if preemptions is None else preemptions}, "

@@ -143,16 +143,16 @@ def run_batch(scn: Scenario, variant: Variant, dpamt: bool, seed: int, schedules
     is re-run here to report it from a live world."""
     b = Batch(scn, variant, dpamt, seed, schedules)
     pooled = workers > 1 or ray
-    if pooled:
+    if ray:
         from .cluster import portable_variant
 
-        job: Callable[[range], list[RunResult]] = _Chunk(scn, portable_variant(variant) if ray else variant, dpamt,
-                                                         seed, fault_rate, history)
-        items = chunks(schedules, max(workers, 1 if not ray else 8))
-    else:
-        def job(rng: range) -> list[RunResult]:
-            return [run_schedule(scn, variant, dpamt, seed + i, fault_rate=fault_rate, history=history, tick=tick)
-                    for i in rng]
+        job = _Chunk(scn, portable_variant(variant), dpamt, seed, fault_rate, history)
+        items = chunks(schedules, max(workers, 8))
+    elif pooled:
+        job = _Chunk(scn, variant, dpamt, seed, fault_rate, history)
+        items = chunks(schedules, workers)
+    else:  # one schedule per item: Ctrl-C keeps every finished one; the live world is kept, ticks shown
+        job = _Chunk(scn, variant, dpamt, seed, fault_rate, history, tick, portable=False)
         items = chunks(schedules, 1, 1)
     try:
         for rs in ordered_map(job, items, workers, ray):
@@ -172,8 +172,8 @@ def run_batch(scn: Scenario, variant: Variant, dpamt: bool, seed: int, schedules
 
 @dataclass
 class _Chunk:
-    """Schedules seed+i for i in a range, as a pool or Ray task: plain data (the variant may be a portable
-    spec, loaded once per worker) returning results without their live worlds."""
+    """Schedules seed+i for i in a range, here or as a pool or Ray task: plain data (the variant may be a
+    portable spec, loaded once per worker) returning, when `portable`, results without their live worlds."""
 
     scn: Scenario
     variant: Any
@@ -181,13 +181,16 @@ class _Chunk:
     seed: int
     fault_rate: float | None
     history: bool | None
+    tick: Callable[[int], None] | None = None
+    portable: bool = True  # the result crosses a process boundary
 
     def __call__(self, rng: range) -> list[RunResult]:
         from .cluster import variant_from
 
         var = variant_from(self.variant)
-        return [_portable(run_schedule(self.scn, var, self.dpamt, self.seed + i, fault_rate=self.fault_rate,
-                                       history=self.history)) for i in rng]
+        out = [run_schedule(self.scn, var, self.dpamt, self.seed + i, fault_rate=self.fault_rate,
+                            history=self.history, tick=self.tick) for i in rng]
+        return [_portable(r) for r in out] if self.portable else out
 
 
 def _portable(r: RunResult) -> RunResult:

@@ -42,6 +42,17 @@ def _insert_distinct(table: np.ndarray, fps: np.ndarray) -> None:
         slot = (slot + 1) & int(mask)
 
 
+def probe(table: np.ndarray, fp: int) -> tuple[int, bool]:
+    """Linear probing in a power-of-two table: the slot holding fp, or the empty slot where it would go."""
+    mask = len(table) - 1
+    i = fp & mask
+    while True:
+        v = int(table[i])
+        if v == 0 or v == fp:
+            return i, v == fp
+        i = (i + 1) & mask
+
+
 class FingerprintSet:
     def __init__(self, capacity: int = MIN_CAPACITY):
         self.table = np.zeros(capacity, dtype=np.uint64)
@@ -70,15 +81,7 @@ class FingerprintSet:
         self.table = new
 
     def _probe(self, fp: int) -> tuple[int, bool]:
-        """Linear probing: the slot holding fp, or the empty slot where it would go."""
-        t = self.table
-        mask = len(t) - 1
-        i = fp & mask
-        while True:
-            v = int(t[i])
-            if v == 0 or v == fp:
-                return i, v == fp
-            i = (i + 1) & mask
+        return probe(self.table, fp)
 
     def add(self, fp: int, journal: list[Any] | None = None) -> bool:
         """Insert; False if it was already present. Fingerprint 0 is remapped (0 marks empty slots).

@@ -40,6 +40,7 @@ from ..scenarios import Scenario
 from ..variants import Variant
 from .executor import Executor, Transition
 from .exhaustive import CheckOptions, CheckResult, CheckStats, Coverage, Explorer, check_header
+from .fpset import probe
 from .liveness import StateGraph
 
 _MAX_STATS = {"max_depth"}  # merged by maximum; every other counter is summed
@@ -95,21 +96,11 @@ class SharedFingerprintSet:
     def nbytes(self) -> int:
         return 12 * len(self.fps)
 
-    def _probe(self, fp: int) -> tuple[int, bool]:
-        t = self.fps
-        mask = len(t) - 1
-        i = fp & mask
-        while True:
-            v = int(t[i])
-            if v == 0 or v == fp:
-                return i, v == fp
-            i = (i + 1) & mask
-
     def add(self, fp: int, journal: list[Any] | None = None) -> bool:
         fp = fp or 1
         with self.lock:
             self._map()
-            i, present = self._probe(fp)
+            i, present = probe(self.fps, fp)
             if present:
                 return False
             if journal is not None:
@@ -128,11 +119,6 @@ class SharedFingerprintSet:
     def recount(self) -> None:
         """Nothing to do: the shared count is exact."""
 
-    def __contains__(self, fp: int) -> bool:
-        with self.lock:
-            self._map()
-            return self._probe(fp or 1)[1]
-
     def _rebuild(self, capacity: int, drop_item: int | None) -> int:
         """Copy the table into a new file of `capacity` slots, leaving out the entries of `drop_item`;
         the caller holds the lock. Returns how many entries were dropped."""
@@ -144,11 +130,8 @@ class SharedFingerprintSet:
         dropped = int(np.count_nonzero(self.fps)) - len(fps)
         new = np.zeros(capacity, np.uint64)
         newo = np.zeros(capacity, np.uint32)
-        mask = capacity - 1
         for fp, ow in zip(fps.tolist(), owners.tolist(), strict=True):
-            i = fp & mask
-            while new[i]:
-                i = (i + 1) & mask
+            i, _ = probe(new, fp)
             new[i] = fp
             newo[i] = ow
         g = self.gen.value + 1
@@ -222,6 +205,16 @@ class _Shared:
             return self.results.get(timeout=timeout)
         except queue.Empty:
             return None
+
+
+def unsupported(opts: CheckOptions) -> list[str]:
+    """The options a parallel search cannot honour, as the user spelled them, with why."""
+    return [why for bad, why in (
+        (opts.strategy != "dfs", "--strategy bfs (the parallel search is depth-first)"),
+        (opts.por, "--por on (sleep marks are kept per process)"),
+        (opts.full_states, "--full-states (only fingerprints are shared)"),
+        (opts.checkpoint is not None or opts.resume, "--checkpoint (the search state is spread over processes)"),
+    ) if bad]
 
 
 def _prefix_node(nd: dict[str, Any]) -> dict[str, Any]:
@@ -298,14 +291,9 @@ class ParallelCheck:
     """The parent: hands out work items, merges finished ones, replaces dead workers."""
 
     def __init__(self, scn: Scenario, variant: Variant, dpamt: bool, opts: CheckOptions, workers: int):
-        if opts.checkpoint is not None or opts.resume:
-            raise ValueError("checkpoints need --workers 1 (a parallel search's state is spread over processes)")
-        if opts.por:
-            raise ValueError("--por needs --workers 1 (sleep marks are kept per process)")
-        if opts.full_states:
-            raise ValueError("--full-states needs --workers 1 (only fingerprints are shared between workers)")
-        if opts.strategy != "dfs":
-            raise ValueError("the parallel search is depth-first: --strategy bfs needs --workers 1")
+        bad = unsupported(opts)
+        if bad:
+            raise ValueError(f"a parallel check cannot be combined with {bad[0]}")
         self.scn, self.variant, self.dpamt, self.o, self.n = scn, variant, dpamt, opts, workers
         self.header = check_header(scn, variant, dpamt)
         self.xp = Explorer(Executor(scn, variant, dpamt), opts, self.header)  # merges, liveness, the report
@@ -347,13 +335,13 @@ class ParallelCheck:
             xp.ex.reset()
             xp._graph_state(xp._key(), xp.ex.transitions())
         self.procs = [self._spawn(k) for k in range(self.n)]
-        self.donations = 0
         pending: deque[list[dict[str, Any]] | None] = deque([None])
         busy: dict[int, tuple[int, Any]] = {}  # worker -> (item id, item)
         idle = list(range(self.n))
         next_id = 1
         viol_path: list[Transition] | None = None
         stopping = False
+        hunger = -1
         t_end = None if o.time_limit is None else xp._run_t0 + o.time_limit
         try:
             while True:
@@ -365,7 +353,10 @@ class ParallelCheck:
                     next_id += 1
                 if not busy and (not pending or stopping):
                     break
-                sh.set_hungry(0 if pending or stopping else len(idle))
+                want = 0 if pending or stopping else len(idle)
+                if want != hunger:  # only on a change: for Ray each call is a message to the hub
+                    sh.set_hungry(want)
+                    hunger = want
                 if not stopping and (t_end is not None and time.monotonic() > t_end
                                      or o.should_stop is not None and o.should_stop()):
                     stopping = True
@@ -381,7 +372,6 @@ class ParallelCheck:
                     continue
                 if msg[0] == "donate":
                     pending.append(msg[1])
-                    self.donations += 1
                     continue
                 _, w, item_id, pl = msg
                 busy.pop(w, None)
