@@ -463,8 +463,10 @@ def _verdict(rows: list[Batch]) -> str:
               help="Also look for fair non-progress cycles -- livelocks, tasks that wait forever, grace periods that "
                    "never end -- under weak fairness, and report one as a lasso (prefix + loop) that replays. Needs "
                    "--por off.")
-@click.option("--por", type=click.Choice(["on", "off"]), default="off", show_default=True,
-              help="Partial-order reduction (sleep sets over certified-independent steps).")
+@click.option("--por", type=click.Choice(["on", "off", "dpor"]), default="off", show_default=True,
+              help="Partial-order reduction. on: sleep sets over certified-independent steps (RCU grace-period "
+              "ends); dpor: dynamic POR over every step's traced read/write footprint, with state caching "
+              "made sound by subtree summaries (DFS, --exhaustive, --liveness off, no checkpoint).")
 @click.option("--full", is_flag=True, help="Explore the scenario as written, not its small check configuration.")
 @click.option("--full-states", is_flag=True, help="Store canonical states instead of 64-bit fingerprints.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a top-level scenario key.")
@@ -509,10 +511,11 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
         workers = max(1, int(ray_mod.cluster_resources().get("CPU", 1)))
     workers = cpu_workers(workers)
     if strategy is None:
-        strategy = "dfs" if workers > 1 or ray else "bfs"
-    if por == "on" and liveness == "on":
-        raise BadInput("--por on: sleep sets may prune the transition that closes a non-progress cycle; "
-                       "add --liveness off to use them")
+        strategy = "dfs" if workers > 1 or ray or por == "dpor" else "bfs"
+    if por != "off" and liveness == "on":
+        raise BadInput(f"--por {por}: a reduced search may prune the transition that closes a non-progress cycle; "
+                       "add --liveness off to use it")
+
     for path, what in ((json_out, "--json"), (checkpoint, "--checkpoint")):
         if path:
             check_output_path(path, what)
@@ -528,7 +531,12 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
     opts = CheckOptions(strategy=strategy, por=por == "on", max_depth=max_steps, preemptions=preemptions,
                         full_states=full_states, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                         resume=resume, time_limit=time_limit, overwrite_checkpoint=overwrite_checkpoint,
-                        liveness=liveness == "on")
+                        liveness=liveness == "on", dpor=por == "dpor")
+    if opts.dpor:
+        from .explore.exhaustive import dpor_unsupported
+
+        for why in dpor_unsupported(opts)[:1]:
+            raise BadInput(f"--por dpor: cannot be combined with {why}")
     if workers > 1 or ray:
         from .explore.parallel import unsupported
 
@@ -565,13 +573,17 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
     t.add_column("v", justify="right")
     rows = [("distinct states", f"{st.states:,}"), ("transitions", f"{st.transitions:,}"),
             ("revisits (state caching)", f"{st.revisits:,}"),
-            ("pruned by reduction", f"{st.sleep_pruned:,} transitions (POR)" + (
+            ("pruned by reduction", f"{st.sleep_pruned:,} transitions (POR {por})" + (
                 f", {st.preemption_pruned:,} (preemption bound)" if st.preemption_pruned else "")),
             ("max depth", f"{st.max_depth:,} transitions"), ("terminal states", f"{st.terminal:,}"),
             ("states/s", f"{st.states_per_s:,.0f}"), ("bytes/state", f"{res.bytes_per_state:.1f}"),
             ("model steps executed", f"{st.steps_executed:,} (re-execution)"), ("elapsed", f"{st.elapsed:.1f} s")]
     if st.resumed_from:
         rows.append(("resumed from checkpoint at", f"{st.resumed_from:,} states"))
+    if getattr(res, "por", None):
+        p = res.por
+        rows.append(("DPOR", f"{p['races']:,} races, {p['summary_races']:,} with cached subtrees, "
+                             f"{p['cycles']:,} cycles expanded"))
     for k, v in rows:
         t.add_row(k, v)
     out.print(t)
@@ -621,7 +633,8 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
     if json_out:
         write_json_atomic(json_out, {
             "scenario": scn.name, "small_configuration": not full, "variant": var.name, "dpamt": dpamt,
-            "strategy": strategy, "por": por == "on", "preemptions": preemptions, "max_steps": max_steps,
+            "strategy": strategy, "por": por != "off", "por_mode": por,
+            "dpor": getattr(res, "por", None) or None, "preemptions": preemptions, "max_steps": max_steps,
             **verdict.as_json(), "complete": res.complete, "bounded_by": res.bounded_by,
             "stats": {"states": st.states, "transitions": st.transitions, "revisits": st.revisits,
                       "pruned_by_por": st.sleep_pruned, "pruned_by_preemption_bound": st.preemption_pruned,

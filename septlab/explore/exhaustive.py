@@ -109,6 +109,18 @@ class CheckOptions:
     progress: Callable[["CheckStats"], None] | None = None
     should_stop: Callable[[], bool] | None = None  # polled like the time limit; True ends the search, "interrupted"
     liveness: bool = False  # record the state graph and look for fair non-progress cycles (needs por=False)
+    dpor: bool = False  # dynamic POR over traced footprints (explore/dpor.py): DFS, unbounded, no checkpoint
+
+
+def dpor_unsupported(opts: CheckOptions) -> list[str]:
+    """The options a DPOR search cannot honour, as the user spelled them, with why."""
+    return [why for bad, why in (
+        (opts.strategy != "dfs", "--strategy bfs (DPOR backtracks along one depth-first path)"),
+        (opts.preemptions is not None, "a preemption bound (DPOR's backtrack sets assume every schedule; "
+                                       "say --exhaustive)"),
+        (opts.liveness, "--liveness on (a reduced graph may lack the transition that closes a cycle)"),
+        (opts.checkpoint is not None or opts.resume, "--checkpoint (backtrack sets and summaries are not saved)"),
+    ) if bad]
 
 
 @dataclass
@@ -145,6 +157,8 @@ class CheckResult:
     visited_bytes: int = 0
     found: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False  # stopped by should_stop or a KeyboardInterrupt (bounded_by has "interrupted")
+    terminals: set[int] = field(default_factory=set)  # fingerprints of the terminal states reached
+    por: dict[str, int] = field(default_factory=dict)  # DPOR's counters (races, summary races, cycles)
 
 
 class Coverage:
@@ -529,6 +543,7 @@ class Explorer:
         # the state graph for liveness (explore/liveness.py), when the executor can describe its states
         self.graph: StateGraph | None = StateGraph() if opts.liveness and hasattr(ex, "liveness_masks") else None
         self.lasso: Lasso | None = None
+        self.terminals: set[int] = set()
 
     # --- helpers -------------------------------------------------------------------------------------
     def _key(self) -> Any:
@@ -572,7 +587,9 @@ class Explorer:
     def _count_leaf(self) -> None:
         """A terminal state is a state too (SPIN counts end states): count it once, never expand it."""
         self.stats.terminal += 1
-        if self.visited.add(self._key(), self._undo_keys):
+        key = self._key()
+        self.terminals.add(self._fp(key))
+        if self.visited.add(key, self._undo_keys):
             self.stats.states += 1
 
     def _note_found(self) -> None:
@@ -668,7 +685,8 @@ class Explorer:
         vb += 48 * (len(self.budget) + len(self.asleep))
         vb += 16 * len(self.bfs_parent) + 8 * len(self.bfs_pre)  # list slots (ints and transitions are shared)
         return CheckResult(s, complete and not self.bounded, sorted(self.bounded), viol, path or [], choices,
-                           self.cov.as_json(), vb / max(1, s.states), vb, dict(self.found), self.interrupted)
+                           self.cov.as_json(), vb / max(1, s.states), vb, dict(self.found), self.interrupted,
+                           set(self.terminals))
 
     # --- liveness ------------------------------------------------------------------------------------
     def _graph_state(self, key: Any, trs: list[Transition]) -> int:
@@ -1343,5 +1361,12 @@ def check_header(scn: Scenario, variant: Variant, dpamt: bool) -> dict[str, Any]
 
 def run_check(scn: Scenario, variant: Variant, dpamt: bool, opts: CheckOptions) -> CheckResult:
     refuse_overwrite(opts)  # before building the world
+    if opts.dpor:
+        from .dpor import Dpor
+
+        bad = dpor_unsupported(opts)
+        if bad:
+            raise ValueError(f"--por dpor cannot be combined with {bad[0]}")
+        return Dpor(Executor(scn, variant, dpamt), opts, check_header(scn, variant, dpamt)).dfs()
     ex = Explorer(Executor(scn, variant, dpamt), opts, check_header(scn, variant, dpamt))
     return ex.bfs() if opts.strategy == "bfs" else ex.dfs()

@@ -212,6 +212,7 @@ def unsupported(opts: CheckOptions) -> list[str]:
     return [why for bad, why in (
         (opts.strategy != "dfs", "--strategy bfs (the parallel search is depth-first)"),
         (opts.por, "--por on (sleep marks are kept per process)"),
+        (opts.dpor, "--por dpor (backtrack sets live on one process's path)"),
         (opts.full_states, "--full-states (only fingerprints are shared)"),
         (opts.checkpoint is not None or opts.resume, "--checkpoint (the search state is spread over processes)"),
     ) if bad]

@@ -1,0 +1,292 @@
+"""What one model step read and wrote: the footprints dynamic partial-order reduction works on.
+
+The model never reports its accesses (it does not know it is being explored, and a variant written by
+someone else would not report them either). Instead, while the explorer runs a step it wants the
+footprint of, every class whose instances hold world state gets a tracing `__getattribute__` and
+`__setattr__` (installed on the class for that one step, removed after it, so replays run at full
+speed). The footprint is a set of keys `(object, attribute)`, where `object` is the instance's name in
+the canonical state (`("sp", sp_id)`, `("td", tdr)`, `("lock", name)`, a class name for singletons), so
+footprints recorded in different re-executions of a path compare equal.
+
+- reading an attribute is a read of its key; assigning one is a write;
+- a container attribute (list, dict, set, deque) read during the step is snapshotted at its first read;
+  if its (deeply frozen) value differs at the end of the step, the step wrote that key too -- so
+  `sp.sptes[i] = v` or `usage.setdefault(...)` are writes without any help from the model;
+- a container the stepping task holds in a local variable from an earlier step (an alias of, say,
+  `sp.sptes` kept across a `yield`) is found by scanning its generator frames at the start of the step
+  and named through a walk of the world (every container reachable from a state object is registered
+  under the key of the attribute holding it); a container the walk does not reach is the task's own;
+- the wait predicate or lock state that makes the step enabled is evaluated inside the recording, so
+  enabling and disabling show up as reads and writes like any other access.
+
+MODEL/SIMPLIFIED: keys are per attribute, not per element: two steps writing different SPTEs of one table
+conflict. That is coarser than the hardware's (sound: it can only add dependencies, never hide one).
+Attributes that are not state (the step clock, the current task, histories, metrics, report outputs)
+are not traced: they cannot change what a step does (the canonical state, explore/state.py, leaves them out
+for the same reason).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from types import GeneratorType, MethodType
+from typing import Any
+
+from ..check.invariants import Checker
+from ..host.host import Host
+from ..host.locks import Lockdep, Mutex, RwLock, RwSem, SpinLock
+from ..host.memcache import KvmMmuMemoryCache
+from ..host.mm import MmStruct
+from ..host.page_alloc import PageAllocator, PcpList
+from ..host.rcu import Rcu, RcuCallback
+from ..host.task import Task
+from ..kvm.kvm_host import Kvm, KvmTdx, KvmVcpu
+from ..kvm.mmu_page import KvmMmuPage
+from ..tdx_module.module import TdxModule
+from ..tdx_module.pamt import Pamt
+from ..tdx_module.td import Td, TdVcpu
+from ..virt.dpamt import TdxHost, TdxPamtCache
+
+Key = tuple[Any, ...]
+Footprint = tuple[frozenset, frozenset]  # (reads, writes)
+
+_oga = object.__getattribute__
+_osa = object.__setattr__
+_CONTAINERS = (list, dict, set, deque)
+
+
+def _named(attr: str, tag: str) -> Any:
+    return lambda o: (tag, _oga(o, attr))
+
+
+# The classes whose instances are world state, each with the name of an instance in the canonical
+# state and the attributes that are not state (never traced).
+_NOT_STATE_HOST = frozenset({"probe", "history", "current", "current_cb", "clock", "progressed", "patches",
+                             "last_alloc", "last_free"})
+STATE_CLASSES: dict[type, tuple[Any, frozenset[str]]] = {
+    Host: (None, _NOT_STATE_HOST),
+    PageAllocator: (None, frozenset({"counts", "total"})),  # statistics (metrics), not state
+    PcpList: (_named("base", "pcp"), frozenset()),
+    Rcu: (None, frozenset({"touches"})),
+    RcuCallback: (None, frozenset({"queued_by", "chain", "step"})),
+    Lockdep: (None, frozenset()),
+    RwLock: (_named("name", "lock"), frozenset()),
+    SpinLock: (_named("name", "lock"), frozenset()),
+    Mutex: (_named("name", "lock"), frozenset()),
+    RwSem: (_named("name", "lock"), frozenset()),
+    KvmMmuMemoryCache: (_named("name", "mc"), frozenset()),
+    MmStruct: (None, frozenset()),
+    Task: (_named("name", "task"), frozenset({"last_progress", "last_ran"})),
+    KvmTdx: (None, frozenset()),
+    KvmVcpu: (_named("vcpu_id", "vcpu"), frozenset()),
+    Kvm: (None, frozenset()),
+    KvmMmuPage: (_named("sp_id", "sp"), frozenset()),
+    TdxModule: (None, frozenset()),
+    Pamt: (None, frozenset()),
+    Td: (_named("tdr", "td"), frozenset()),
+    TdVcpu: (_named("tdvpr", "tdvp"), frozenset()),
+    TdxPamtCache: (None, frozenset()),
+    TdxHost: (None, frozenset()),
+    # the checker's own bookkeeping decides what it reports, so it is state for this purpose; its
+    # outputs are not
+    Checker: (None, frozenset({"violations", "expected", "metrics", "last_seamcall", "stop_on_fatal"})),
+}
+_KEYFN: dict[type, Any] = {}
+_SKIP: dict[type, frozenset[str]] = {}
+for _cls, (_fn, _skip) in STATE_CLASSES.items():
+    _KEYFN[_cls] = _fn if _fn is not None else (lambda o, n=_cls.__name__: (n,))
+    _SKIP[_cls] = _skip
+
+
+def obj_key(o: Any) -> Any:
+    """The canonical name of a state object."""
+    return _KEYFN[type(o)](o)
+
+
+def freeze(v: Any) -> Any:
+    """A deep, immutable copy of a container's value (objects stay as they are: they trace themselves)."""
+    t = type(v)
+    if t is list or t is deque or t is tuple:
+        out = tuple(v)
+        if any(type(x) in _FREEZE for x in out):
+            return tuple(freeze(x) for x in out)
+        return out
+    if t is dict:
+        return tuple((k, freeze(x) if type(x) in _FREEZE else x) for k, x in v.items())
+    if t is set:
+        return frozenset(v)
+    return v
+
+
+_FREEZE = frozenset({list, deque, tuple, dict, set})
+
+
+class Recorder:
+    """The footprint of the step being run."""
+
+    __slots__ = ("reads", "writes", "snaps")
+
+    def __init__(self) -> None:
+        self.reads: set[Key] = set()
+        self.writes: set[Key] = set()
+        self.snaps: dict[Key, tuple[Any, Any]] = {}
+
+    def container(self, key: Key, v: Any) -> None:
+        if key not in self.snaps:
+            self.snaps[key] = (v, freeze(v))
+
+    def result(self) -> Footprint:
+        for key, (v, before) in self.snaps.items():
+            if key not in self.writes and freeze(v) != before:
+                self.writes.add(key)
+        return frozenset(self.reads), frozenset(self.writes)
+
+
+_REC: list[Recorder | None] = [None]
+
+
+def _getattribute(self: Any, name: str) -> Any:
+    v = _oga(self, name)
+    rec = _REC[0]
+    if rec is not None:
+        t = type(v)
+        if t is not MethodType:
+            cls = type(self)
+            if name not in _SKIP[cls]:
+                key = (_KEYFN[cls](self), name)
+                rec.reads.add(key)
+                if t in _CONTAINERS:
+                    rec.container(key, v)
+    return v
+
+
+def _setattr(self: Any, name: str, value: Any) -> None:
+    _osa(self, name, value)
+    rec = _REC[0]
+    if rec is not None:
+        cls = type(self)
+        if name not in _SKIP[cls]:
+            rec.writes.add((_KEYFN[cls](self), name))
+
+
+def _install() -> None:
+    for cls in STATE_CLASSES:
+        cls.__getattribute__ = _getattribute  # type: ignore[method-assign]
+        cls.__setattr__ = _setattr  # type: ignore[method-assign]
+
+
+def _uninstall() -> None:
+    for cls in STATE_CLASSES:
+        del cls.__getattribute__
+        del cls.__setattr__
+
+
+class Tracer:
+    """Records footprints of steps of one executor's world. `start()` before the step, `stop()` after."""
+
+    def __init__(self) -> None:
+        self.registry: dict[int, tuple[Any, Key]] = {}  # id(container) -> (container, key)
+        self.world: Any = None
+        self.rec: Recorder | None = None
+
+    # --- naming containers held in locals ---------------------------------------------------------
+    def _walk(self, roots: list[Any]) -> None:
+        reg: dict[int, tuple[Any, Key]] = {}
+        seen: set[int] = set()
+        stack = list(roots)
+        while stack:
+            o = stack.pop()
+            if id(o) in seen:
+                continue
+            seen.add(id(o))
+            cls = type(o)
+            skip = _SKIP[cls]
+            k = _KEYFN[cls](o)
+            for name, v in _fields(o, cls):
+                if name not in skip:
+                    self._reach(v, (k, name), reg, stack)
+        self.registry = reg
+
+    @staticmethod
+    def _reach(v: Any, key: Key, reg: dict[int, tuple[Any, Key]], stack: list[Any]) -> None:
+        t = type(v)
+        if t in _KEYFN:
+            stack.append(v)
+        elif t in _CONTAINERS or t is tuple:
+            if t is not tuple:
+                reg[id(v)] = (v, key)
+            items = v.items() if t is dict else v
+            for x in items:
+                tx = type(x)
+                if tx is int or tx is str:
+                    continue
+                if t is dict:
+                    for y in x:  # key and value
+                        if type(y) in _KEYFN or type(y) in _CONTAINERS or type(y) is tuple:
+                            Tracer._reach(y, key, reg, stack)
+                else:
+                    Tracer._reach(x, key, reg, stack)
+
+    def _aliases(self, gen: GeneratorType, rec: Recorder) -> None:
+        """Containers the stepping task holds in locals: reads of whatever attribute they belong to."""
+        found: list[Any] = []
+        while gen is not None:
+            fr = gen.gi_frame
+            if fr is None:
+                break
+            for v in fr.f_locals.values():
+                if type(v) in _CONTAINERS:
+                    found.append(v)
+            gen = gen.gi_yieldfrom  # type: ignore[assignment]
+        if not found:
+            return
+        if any(self.registry.get(id(v), (None,))[0] is not v for v in found):
+            self._walk([self.world.host, self.world.kvm, self.checker])
+        for v in found:
+            ent = self.registry.get(id(v))
+            if ent is not None and ent[0] is v:  # else the task's own (reachable from no state object)
+                rec.reads.add(ent[1])
+                rec.container(ent[1], v)
+
+    # --- one step ---------------------------------------------------------------------------------
+    def start(self, world: Any, checker: Any, gen: GeneratorType, op: Any, enabled: Any) -> None:
+        if world is not self.world:
+            self.world = world
+            self.registry = {}
+        self.checker = checker
+        rec = self.rec = Recorder()
+        _install()
+        _REC[0] = rec
+        enabled(op)  # the step's enabling condition is part of what it reads
+        self._aliases(gen, rec)
+
+    def stop(self) -> Footprint:
+        rec = self.rec
+        _REC[0] = None
+        _uninstall()
+        assert rec is not None
+        self.rec = None
+        return rec.result()
+
+
+def _fields(o: Any, cls: type) -> list[tuple[str, Any]]:
+    """(attribute, value) of a state object, slotted or not."""
+    try:
+        return list(_oga(o, "__dict__").items())
+    except AttributeError:
+        pass
+    out: list[tuple[str, Any]] = []
+    for c in cls.__mro__:
+        for name in getattr(c, "__slots__", ()):
+            try:
+                out.append((name, _oga(o, name)))
+            except AttributeError:
+                continue
+    return out
+
+
+def dependent(a: Footprint, b: Footprint) -> bool:
+    """Two steps of different tasks commute unless one writes what the other reads or writes."""
+    ra, wa = a
+    rb, wb = b
+    return not (wa.isdisjoint(rb) and wa.isdisjoint(wb) and ra.isdisjoint(wb))

@@ -1,0 +1,146 @@
+"""`check --por dpor`: footprints recorded by tracing, and the differential that keeps DPOR honest.
+
+Soundness is tested, not argued: on mutants and scenarios, the reduced search must find the same
+violated invariants and reach exactly the same set of terminal states as the unreduced one; a DPOR
+fed a broken dependency relation must fail that differential (so it can fail); and two steps the
+footprints call independent must commute when run in both orders.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from septlab.explore import dpor
+from septlab.explore.executor import Executor
+from septlab.explore.exhaustive import CheckOptions, run_check
+from septlab.explore.footprint import Tracer, dependent
+from septlab.explore.runtime import op_enabled
+from septlab.scenarios import load_scenario
+from septlab.variants import get_variant, registry
+
+from .test_liveness import cli
+
+MUTANTS = sorted(n for n, v in registry().items() if v.kind == "mutant")
+BOOT = [m for m in MUTANTS if registry()[m].check_scenario == "boot-teardown"]
+
+
+def _both(scenario: str, variant: str, dpamt: bool) -> tuple[object, object]:
+    scn = load_scenario(scenario, small=True)
+    v = get_variant(variant)
+    on = run_check(scn, v, dpamt, CheckOptions(strategy="dfs", por=False, dpor=True, stop_at_first=False))
+    off = run_check(scn, v, dpamt, CheckOptions(strategy="dfs", por=False, stop_at_first=False))
+    return on, off
+
+
+@pytest.mark.parametrize("variant", BOOT)
+def test_dpor_finds_what_the_full_search_finds_on_every_boot_mutant(variant):
+    on, off = _both("boot-teardown", variant, True)
+    assert on.complete and off.complete
+    assert set(on.found) == set(off.found) and on.found
+    assert on.terminals == off.terminals
+    assert on.stats.states <= off.stats.states
+
+
+@pytest.mark.parametrize("scenario", ["boot-teardown", "leaf-failure", "memslot-delete", "shared-churn",
+                                      "vcpu-init-race"])
+def test_dpor_reaches_the_same_terminal_states(scenario):
+    on, off = _both(scenario, "tdx-free", False)
+    assert on.complete and off.complete and on.violation is None
+    assert on.terminals == off.terminals and on.terminals
+    assert on.stats.transitions <= off.stats.transitions
+
+
+def test_a_dpor_that_ignores_conflicts_loses_terminal_states(monkeypatch):
+    """The differential above can fail: with every pair of steps called independent, memslot-delete
+    loses one of its two terminal states."""
+    monkeypatch.setattr(dpor, "dependent", lambda a, b: False)
+    on, off = _both("memslot-delete", "tdx-free", False)
+    assert on.complete and off.complete
+    assert on.terminals < off.terminals
+
+
+def _traced(ex: Executor, tracer: Tracer, tr: tuple[int, int]):
+    t = ex.threads[tr[0]]
+    tracer.start(ex.world, ex.checker, t.gen, t.op, op_enabled)
+    try:
+        ex.execute(tr)
+    finally:
+        fp = tracer.stop()
+    return fp
+
+
+@pytest.mark.parametrize("scenario", ["conversion-storm", "seed"])
+def test_steps_the_footprints_call_independent_commute(scenario):
+    """The footprint's cross-check: at states along random paths, every pair of steps of two tasks whose
+    footprints do not conflict leads to the same state in either order, and neither disables the other."""
+    scn = load_scenario(scenario, small=True)
+    ex = Executor(scn, get_variant("tdx-free"), False)
+    ex.record = False
+    tracer = Tracer()
+    rng = random.Random(7)
+
+    def at(path):
+        ex.reset()
+        for tr in path:
+            ex.execute(tr)
+
+    checked = 0
+    for _ in range(3):
+        path: list[tuple[int, int]] = []
+        at(path)
+        while not ex.stopped and (trs := ex.transitions()):
+            if len(path) % 5 == 0:
+                for a in trs:
+                    for b in trs:
+                        if a[0] >= b[0] or a[1] or b[1]:
+                            continue
+                        at(path)
+                        fa = _traced(ex, tracer, a)
+                        at(path)
+                        fb = _traced(ex, tracer, b)
+                        if dependent(fa, fb):
+                            continue
+                        ends = []
+                        for x, y in ((a, b), (b, a)):
+                            at(path)
+                            ex.execute(x)
+                            assert y in ex.transitions(), f"{x} disables {y} after {path}"
+                            ex.execute(y)
+                            ends.append(ex.fingerprint())
+                        assert ends[0] == ends[1], f"{a} and {b} do not commute after {path}"
+                        checked += 1
+                at(path)
+            tr = rng.choice(trs)
+            path.append(tr)
+            ex.execute(tr)
+    assert checked > 5
+
+
+def test_tracing_is_removed_after_each_step():
+    """Replays run at full speed: the tracing hooks exist only while a step's footprint is recorded."""
+    from septlab.kvm.mmu_page import KvmMmuPage
+
+    scn = load_scenario("boot-teardown", small=True)
+    ex = Executor(scn, get_variant("tdx-free"), False)
+    tr = ex.transitions()[0]
+    _traced(ex, Tracer(), tr)
+    assert "__getattribute__" not in vars(KvmMmuPage) and "__setattr__" not in vars(KvmMmuPage)
+
+
+def test_cli_por_dpor(tmp_path: Path):
+    r = cli("check", "-s", "boot-teardown", "-v", "tdx-free", "--por", "dpor", "--liveness", "off", "--exhaustive",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "DPOR" in r.stdout and "complete" in r.stdout
+    for extra, word in ((["--exhaustive", "--strategy", "bfs"], "--strategy bfs"),
+                        ([], "preemption bound"),
+                        (["--exhaustive", "-j", "2"], "--por dpor")):
+        r = cli("check", "-s", "boot-teardown", "-v", "tdx-free", "--por", "dpor", "--liveness", "off", *extra,
+                cwd=tmp_path)
+        assert r.returncode == 2 and word in r.stderr, (extra, r.stderr)
+        assert "Traceback" not in r.stderr
+    r = cli("check", "-s", "boot-teardown", "-v", "tdx-free", "--por", "dpor", "--exhaustive", cwd=tmp_path)
+    assert r.returncode == 2 and "--liveness off" in r.stderr
