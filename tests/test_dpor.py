@@ -144,3 +144,40 @@ def test_cli_por_dpor(tmp_path: Path):
         assert "Traceback" not in r.stderr
     r = cli("check", "-s", "boot-teardown", "-v", "tdx-free", "--por", "dpor", "--exhaustive", cwd=tmp_path)
     assert r.returncode == 2 and "--liveness off" in r.stderr
+
+
+def test_element_keys_and_whole_attributes_overlap():
+    """d[k] = v is a write of element k only; reading the whole dict (iteration) overlaps every element;
+    a wrapper assigned to an attribute stores the container itself."""
+    from septlab.explore import footprint
+    from septlab.explore.traced import REC
+    from septlab.tdx_module.td import Td
+
+    td = Td(tdr=5, hkid=1)
+
+    def record(body):
+        rec = footprint.Recorder()
+        footprint._install()
+        REC[0] = rec
+        try:
+            body()
+        finally:
+            REC[0] = None
+            footprint._uninstall()
+        return rec.result()
+
+    def write_one():
+        td.sept_state[3] = 7
+        assert td.sept_page.get(4) is None and td.hkid == 1
+
+    a = record(write_one)
+    k = ("td", 5)
+    assert (k, "sept_state", 3) in a[1] and (k, "sept_state") not in a[1]
+    assert (k, "sept_page", 4) in a[0] and (k, "hkid") in a[0]
+    b = record(lambda: td.sept_state.get(9))
+    assert not dependent(a, b)  # another element
+    c = record(lambda: sorted(td.sept_state.items()))
+    assert dependent(a, c)  # the whole dict
+    d = record(lambda: setattr(td, "sept_page", td.sept_state))
+    assert type(td.sept_page) is dict and td.sept_page is td.sept_state
+    assert dependent(a, d)

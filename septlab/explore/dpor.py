@@ -82,8 +82,8 @@ class Dpor(Explorer):
         try:
             self._step(tr)
         finally:
-            r, w = self.tracer.stop()
-        key = (tr[0], (r, w))
+            fpr = self.tracer.stop()
+        key = (tr[0], tuple(self._uniq(x) for x in fpr))
         eid = self._event_ids.get(key)
         if eid is None:
             eid = self._event_ids[key] = len(self._events)

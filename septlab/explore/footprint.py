@@ -9,9 +9,13 @@ the canonical state (`("sp", sp_id)`, `("td", tdr)`, `("lock", name)`, a class n
 footprints recorded in different re-executions of a path compare equal.
 
 - reading an attribute is a read of its key; assigning one is a write;
-- a container attribute (list, dict, set, deque) read during the step is snapshotted at its first read;
-  if its (deeply frozen) value differs at the end of the step, the step wrote that key too -- so
-  `sp.sptes[i] = v` or `usage.setdefault(...)` are writes without any help from the model;
+- a dict or set attribute, or an element-indexed list (an SPTE table, a page-owner array), is handed to
+  the step wrapped (explore/traced.py): `d.get(k)`, `k in s`, `sptes[i] = v` are reads and writes of the
+  element key `(object, attribute, k)`; iterating, `len` or any other method is the whole attribute,
+  which overlaps every element; an element that is itself a container is snapshotted when read and
+  deep-compared after the step;
+- any other container attribute (a heap, a queue) read during the step is snapshotted at its first read;
+  if its (deeply frozen) value differs at the end of the step, the step wrote that key too;
 - a container the stepping task holds in a local variable from an earlier step (an alias of, say,
   `sp.sptes` kept across a `yield`) is found by scanning its generator frames at the start of the step
   and named through a walk of the world (every container reachable from a state object is registered
@@ -19,8 +23,8 @@ footprints recorded in different re-executions of a path compare equal.
 - the wait predicate or lock state that makes the step enabled is evaluated inside the recording, so
   enabling and disabling show up as reads and writes like any other access.
 
-MODEL/SIMPLIFIED: keys are per attribute, not per element: two steps writing different SPTEs of one table
-conflict. That is coarser than the hardware's (sound: it can only add dependencies, never hide one).
+MODEL/SIMPLIFIED: a counter updated by two steps (`mmu_lock.readers`, a TDX module sharex lock) is a
+conflict even when both increments commute (sound: it can only add dependencies, never hide one).
 Attributes that are not state (the step clock, the current task, histories, metrics, report outputs)
 are not traced: they cannot change what a step does (the canonical state, explore/state.py, leaves them out
 for the same reason).
@@ -46,13 +50,20 @@ from ..tdx_module.module import TdxModule
 from ..tdx_module.pamt import Pamt
 from ..tdx_module.td import Td, TdVcpu
 from ..virt.dpamt import TdxHost, TdxPamtCache
+from .traced import REC as _REC
+from .traced import TracedDict, TracedList, TracedSet, unwrap
 
 Key = tuple[Any, ...]
-Footprint = tuple[frozenset, frozenset]  # (reads, writes)
+# (reads, writes, parents of element reads, parents of element writes): keys are (object, attribute) for
+# a whole attribute and (object, attribute, element) for one element of a dict, set or indexed list
+Footprint = tuple[frozenset, frozenset, frozenset, frozenset]
 
 _oga = object.__getattribute__
 _osa = object.__setattr__
 _CONTAINERS = (list, dict, set, deque)
+# Lists read element by element (an SPTE table, a page-owner array); other lists (heaps, queues, stacks)
+# are whole values.
+_ELEM_LISTS = frozenset({(KvmMmuPage, "sptes"), (PcpList, "owner")})
 
 
 def _named(attr: str, tag: str) -> Any:
@@ -124,25 +135,37 @@ _FREEZE = frozenset({list, deque, tuple, dict, set})
 class Recorder:
     """The footprint of the step being run."""
 
-    __slots__ = ("reads", "writes", "snaps")
+    __slots__ = ("reads", "writes", "rp", "wp", "snaps", "esnaps")
 
     def __init__(self) -> None:
         self.reads: set[Key] = set()
         self.writes: set[Key] = set()
+        self.rp: set[Key] = set()  # attributes one of whose elements was read
+        self.wp: set[Key] = set()  # ... written
         self.snaps: dict[Key, tuple[Any, Any]] = {}
+        self.esnaps: dict[Key, tuple[Any, Any]] = {}
 
     def container(self, key: Key, v: Any) -> None:
         if key not in self.snaps:
             self.snaps[key] = (v, freeze(v))
 
+    def elem_parent(self, key: Key, write: bool) -> None:
+        (self.wp if write else self.rp).add(key[:2])
+
+    def elem_value(self, key: Key, v: Any) -> None:
+        """An element that is itself a container: changed in place, it is a write of that element."""
+        if type(v) in _CONTAINERS and key not in self.esnaps:
+            self.esnaps[key] = (v, freeze(v))
+
     def result(self) -> Footprint:
         for key, (v, before) in self.snaps.items():
             if key not in self.writes and freeze(v) != before:
                 self.writes.add(key)
-        return frozenset(self.reads), frozenset(self.writes)
-
-
-_REC: list[Recorder | None] = [None]
+        for key, (v, before) in self.esnaps.items():
+            if key not in self.writes and freeze(v) != before:
+                self.writes.add(key)
+                self.wp.add(key[:2])
+        return frozenset(self.reads), frozenset(self.writes), frozenset(self.rp), frozenset(self.wp)
 
 
 def _getattribute(self: Any, name: str) -> Any:
@@ -154,6 +177,12 @@ def _getattribute(self: Any, name: str) -> Any:
             cls = type(self)
             if name not in _SKIP[cls]:
                 key = (_KEYFN[cls](self), name)
+                if t is dict:
+                    return TracedDict(v, key)
+                if t is set:
+                    return TracedSet(v, key)
+                if t is list and (cls, name) in _ELEM_LISTS:
+                    return TracedList(v, key)
                 rec.reads.add(key)
                 if t in _CONTAINERS:
                     rec.container(key, v)
@@ -161,7 +190,7 @@ def _getattribute(self: Any, name: str) -> Any:
 
 
 def _setattr(self: Any, name: str, value: Any) -> None:
-    _osa(self, name, value)
+    _osa(self, name, unwrap(value))
     rec = _REC[0]
     if rec is not None:
         cls = type(self)
@@ -286,7 +315,10 @@ def _fields(o: Any, cls: type) -> list[tuple[str, Any]]:
 
 
 def dependent(a: Footprint, b: Footprint) -> bool:
-    """Two steps of different tasks commute unless one writes what the other reads or writes."""
-    ra, wa = a
-    rb, wb = b
-    return not (wa.isdisjoint(rb) and wa.isdisjoint(wb) and ra.isdisjoint(wb))
+    """Two steps of different tasks commute unless one writes what the other reads or writes; a whole
+    attribute overlaps each of its elements."""
+    ra, wa, rpa, wpa = a
+    rb, wb, rpb, wpb = b
+    return not (wa.isdisjoint(rb) and wa.isdisjoint(wb) and ra.isdisjoint(wb)
+                and wa.isdisjoint(rpb) and wa.isdisjoint(wpb) and ra.isdisjoint(wpb)
+                and wpa.isdisjoint(rb) and wpa.isdisjoint(wb) and rpa.isdisjoint(wb))

@@ -19,6 +19,7 @@ from ..kvm.kvm_host import Kvm, KvmTdx, KvmVcpu
 from ..kvm.kvm_main import KvmMmuNotifier
 from ..kvm.mmu_page import KvmMmuPage
 from ..kvm.tdp_mmu import KvmPageFault, TdpIter
+from .traced import TRACED_TYPES
 
 _CODE: dict[int, int] = {}
 _STR: dict[str, int] = {}
@@ -75,6 +76,8 @@ def canon(v: Any) -> Any:
         return (6, hash(v))
     if t is Task:
         return (7, _s(v.name))
+    if t in TRACED_TYPES:  # a container seen through the footprint tracer (explore/traced.py)
+        return canon(v._c)
     if isinstance(v, _OPAQUE) or t.__module__.startswith(("septlab.host", "septlab.tdx_module", "septlab.virt",
                                                             "septlab.scenarios", "septlab.variants", "types")):
         return 0  # structural singletons of the world (host, module, caches, the scenario)
