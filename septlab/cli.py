@@ -464,8 +464,8 @@ def _verdict(rows: list[Batch]) -> str:
                    "never end -- under weak fairness, and report one as a lasso (prefix + loop) that replays. Needs "
                    "--por off.")
 @click.option("--por", type=click.Choice(["on", "off", "dpor"]), default="off", show_default=True,
-              help="Partial-order reduction. on: sleep sets over certified-independent steps (RCU grace-period "
-              "ends); dpor: dynamic POR over every step's traced read/write footprint, with state caching "
+              help="Partial-order reduction. on: sleep sets over every step's traced read/write footprint (fewer "
+              "transitions and re-executed steps, every state still visited; no checkpoint); dpor: dynamic POR over every step's traced read/write footprint, with state caching "
               "made sound by subtree summaries (DFS, --exhaustive, --liveness off, no checkpoint).")
 @click.option("--full", is_flag=True, help="Explore the scenario as written, not its small check configuration.")
 @click.option("--full-states", is_flag=True, help="Store canonical states instead of 64-bit fingerprints.")
@@ -532,11 +532,10 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
                         full_states=full_states, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                         resume=resume, time_limit=time_limit, overwrite_checkpoint=overwrite_checkpoint,
                         liveness=liveness == "on", dpor=por == "dpor")
-    if opts.dpor:
-        from .explore.exhaustive import dpor_unsupported
+    from .explore.exhaustive import dpor_unsupported, por_unsupported
 
-        for why in dpor_unsupported(opts)[:1]:
-            raise BadInput(f"--por dpor: cannot be combined with {why}")
+    for why in (dpor_unsupported(opts) if opts.dpor else por_unsupported(opts))[:1]:
+        raise BadInput(f"--por {por}: cannot be combined with {why}")
     if workers > 1 or ray:
         from .explore.parallel import unsupported
 

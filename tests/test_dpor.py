@@ -53,6 +53,33 @@ def test_dpor_reaches_the_same_terminal_states(scenario):
     assert on.stats.transitions <= off.stats.transitions
 
 
+@pytest.mark.parametrize("scenario", ["memslot-delete", "shared-churn"])
+def test_sleep_sets_prune_transitions_not_states(scenario):
+    """--por on: sleep sets over traced footprints, with state caching (a state reached again with a
+    smaller sleep set is expanded again for the difference): every state and terminal state is reached,
+    with fewer transitions and fewer re-executed steps."""
+    scn = load_scenario(scenario, small=True)
+    v = get_variant("tdx-free")
+    on = run_check(scn, v, False, CheckOptions(strategy="dfs", por=True, stop_at_first=False))
+    off = run_check(scn, v, False, CheckOptions(strategy="dfs", por=False, stop_at_first=False))
+    assert on.complete and off.complete
+    assert on.stats.states == off.stats.states and on.terminals == off.terminals
+    assert on.stats.transitions < off.stats.transitions * 0.9
+    assert on.stats.steps_executed < off.stats.steps_executed * 0.9
+
+
+def test_sleep_sets_that_ignore_conflicts_lose_states(monkeypatch):
+    """The test above can fail: with every pair called independent, memslot-delete loses states."""
+    import septlab.explore.footprint as fp
+
+    monkeypatch.setattr(fp, "dependent", lambda a, b: False)
+    scn = load_scenario("memslot-delete", small=True)
+    v = get_variant("tdx-free")
+    on = run_check(scn, v, False, CheckOptions(strategy="dfs", por=True, stop_at_first=False))
+    off = run_check(scn, v, False, CheckOptions(strategy="dfs", por=False, stop_at_first=False))
+    assert on.stats.states < off.stats.states
+
+
 def test_a_dpor_that_ignores_conflicts_loses_terminal_states(monkeypatch):
     """The differential above can fail: with every pair of steps called independent, memslot-delete
     loses one of its two terminal states."""
@@ -144,6 +171,12 @@ def test_cli_por_dpor(tmp_path: Path):
         assert "Traceback" not in r.stderr
     r = cli("check", "-s", "boot-teardown", "-v", "tdx-free", "--por", "dpor", "--exhaustive", cwd=tmp_path)
     assert r.returncode == 2 and "--liveness off" in r.stderr
+    r = cli("check", "-s", "boot-teardown", "-v", "tdx-free", "--por", "on", "--liveness", "off", "--checkpoint",
+            str(tmp_path / "ck"), cwd=tmp_path)
+    assert r.returncode == 2 and "--checkpoint" in r.stderr and "Traceback" not in r.stderr
+    r = cli("check", "-s", "boot-teardown", "-v", "tdx-free", "--por", "on", "--liveness", "off", "--exhaustive",
+            cwd=tmp_path)
+    assert r.returncode == 0 and "pruned by reduction" in r.stdout, r.stderr
 
 
 def test_element_keys_and_whole_attributes_overlap():

@@ -25,8 +25,7 @@ from typing import Any
 
 from .executor import Transition
 from .exhaustive import CheckResult, Explorer
-from .footprint import Footprint, Tracer, dependent
-from .runtime import op_enabled
+from .footprint import Footprint, dependent
 
 
 class _Node:
@@ -56,7 +55,6 @@ class Dpor(Explorer):
 
     def __init__(self, ex: Any, opts: Any, header: dict[str, Any]):
         super().__init__(ex, opts, header)
-        self.tracer = Tracer()
         # events: a step's (task, footprint), numbered once; summaries are sets of these numbers
         self._event_ids: dict[tuple[int, Footprint], int] = {}
         self._events: list[tuple[int, Footprint]] = []
@@ -70,19 +68,7 @@ class Dpor(Explorer):
     # --- footprints ----------------------------------------------------------------------------------
     def _traced(self, tr: Transition) -> int:
         """Run the step, recording its footprint; its event id."""
-        ex = self.ex
-        t = ex.threads[tr[0]]
-        op = t.op
-
-        def enabling(o: Any) -> None:
-            op_enabled(o)
-            ex._may_inject()
-
-        self.tracer.start(ex.world, ex.checker, t.gen, op, enabling)
-        try:
-            self._step(tr)
-        finally:
-            fpr = self.tracer.stop()
+        fpr = self._footprint_step(tr)
         key = (tr[0], tuple(self._uniq(x) for x in fpr))
         eid = self._event_ids.get(key)
         if eid is None:
@@ -182,7 +168,7 @@ class Dpor(Explorer):
         ex = self.ex
         ex.reset()
         key0 = self._key()
-        self._admit(key0, 0, False)
+        self._admit(key0, 0, frozenset())
         fp0 = self._fp(key0)
         stack = [_Node(ex.transitions(), fp0, 0, -1)]
         self._on_path = {fp0: 0}
@@ -248,7 +234,7 @@ class Dpor(Explorer):
                     continue
                 key = self._key()
                 fp = self._fp(key)
-                if not self._admit(key, 0, False):
+                if not self._admit(key, 0, frozenset()):
                     self.stats.revisits += 1
                     m = self._on_path.get(fp)
                     if m is not None:

@@ -13,7 +13,8 @@ from .. import kernel as K
 from ..check.invariants import Checker
 from ..check.watchdog import sleeps
 from ..explore.runtime import Stop, op_enabled
-from ..host.task import OP_SEAMCALL, OP_WAIT
+from ..host import task as task_mod
+from ..host.task import OP_SEAMCALL
 from ..scenarios import Scenario
 from ..scenarios.world import World, build_world
 from ..tdx_module import errno as E
@@ -143,21 +144,45 @@ class Executor:
                                f"{type(e).__name__}: {e}") from e
         return info
 
-    # --- explorer hooks (footprints, coverage) -------------------------------------------------------
-    def gp_transition(self) -> Transition | None:
-        """The RCU task's next step if it is a grace-period end (certified footprint: RCU state only)."""
-        for i, t in enumerate(self.threads):
-            if t.task.name == "rcu":
-                rcu = self.host.rcu
-                if not t.done and t.op.kind == OP_WAIT and rcu.has_work() and not rcu.cb_ready():
-                    return (i, 0)
-        return None
+    def replay(self, path: list[Transition]) -> None:
+        """reset(), then re-execute `path`: steps an explorer has run and checked before, so only what
+        they do to the state matters -- no choice list, step log or call chains (reports taken from a
+        replayed world must come from a full re-execution, as the explorers' results do)."""
+        self.reset()
+        host = self.host
+        if K._ACTIVE is not host.patches:
+            K.activate(host.patches)
+        threads = self.threads
+        positions = self._positions
+        step = self.step
+        task_mod.CHAINS[0] = False
+        try:
+            for tid, inj in path:
+                t = threads[tid]
+                task = t.task
+                host.current = task
+                host.clock = step
+                host.progressed = (1 << task.cpu) if t.op.user else 0
+                step += 1
+                positions[tid] = None
+                try:
+                    t.op = t.gen.send(inj or None)
+                except StopIteration:
+                    t.done = True
+                    task.done = True
+                    host.progressed |= 1 << task.cpu
+                except Stop:
+                    self.stopped = True
+        finally:
+            task_mod.CHAINS[0] = True
+            self.steps_executed += step - self.step
+            self.step = step
 
-    def step_info(self, tr: Transition, cov: Any) -> bool:
-        """Execute with coverage (SEAMCALL x entry state x outcome); True if RCU state was touched."""
+    # --- explorer hooks (footprints, coverage) -------------------------------------------------------
+    def step_info(self, tr: Transition, cov: Any) -> None:
+        """Execute with coverage (SEAMCALL x entry state x outcome)."""
         t = self.threads[tr[0]]
         op = t.op
-        before = self.host.rcu.touches
         state_name = "-"
         if op.kind == OP_SEAMCALL and isinstance(op.obj, tuple) and op.obj and op.obj[0] == "sept":
             _, tdr, level, gfn = op.obj
@@ -172,7 +197,6 @@ class Executor:
             if ls is not None:
                 outcome = ("injected " if ls[2] else "") + (E.ERROR_NAMES.get(E.status(ls[1]), "?") if ls[1] else "ok")
                 cov.note_seamcall(op.leaf, state_name, outcome)
-        return self.host.rcu.touches != before
 
     def liveness_masks(self, trs: list[Transition]) -> tuple[int, int, int]:
         """(enabled, owes progress, blocked-not-spinning) task masks of the current state (liveness.py)."""

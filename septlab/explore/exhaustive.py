@@ -8,10 +8,12 @@ scenario's fault model allows; grace-period ends are steps of the RCU task.
 
 Reductions, each behind a flag:
 - state caching (always): a state reached again is not re-expanded;
-- POR (`--por on`, DFS): sleep sets over steps whose footprint is certified. An RCU grace-period end touches
-  only RCU state, and every access to RCU state goes through host/rcu.py, which counts it; so a
-  grace-period end is independent of any step of another task that did not touch RCU state, and is not
-  re-explored after such a step. Sound by construction; the differential test compares against --por off.
+- POR (`--por on`, DFS): sleep sets over footprints traced while each step runs (explore/footprint.py):
+  after a step, a transition explored before it from the same state (or asleep there) stays asleep if its
+  footprint does not conflict with the step's. With state caching, each state keeps the sleep set it was
+  expanded with; reached again with a sleep set lacking some of those transitions, it is expanded again
+  for those only (Godefroid). Sleep sets prune transitions, never states: a complete search visits every
+  state. `--por dpor` (explore/dpor.py) is dynamic POR, which also prunes states.
 - preemption bounding (`--preemptions K`, CHESS, DFS and BFS): at most K switches away from a runnable task.
   Every search node carries (preemptions used, last task); a state reached again with more preemptions left
   than when it was expanded is expanded again. Bounded searches, like depth-bounded ones, are reported as
@@ -110,6 +112,15 @@ class CheckOptions:
     should_stop: Callable[[], bool] | None = None  # polled like the time limit; True ends the search, "interrupted"
     liveness: bool = False  # record the state graph and look for fair non-progress cycles (needs por=False)
     dpor: bool = False  # dynamic POR over traced footprints (explore/dpor.py): DFS, unbounded, no checkpoint
+    light_replay: bool = True  # re-execute checked prefixes without call chains or records (False: as before)
+
+
+def por_unsupported(opts: CheckOptions) -> list[str]:
+    """What sleep sets (--por on) cannot be combined with."""
+    return [why for bad, why in (
+        (opts.checkpoint is not None or opts.resume,
+         "--checkpoint (sleeping transitions carry footprints a checkpoint does not store)"),
+    ) if bad and opts.por]
 
 
 def dpor_unsupported(opts: CheckOptions) -> list[str]:
@@ -509,8 +520,8 @@ def _check_sections(f: _Fields, secs: Any) -> list[dict[str, Any]]:
 # --- the explorer ----------------------------------------------------------------------------------------
 class Explorer:
     """Search over any executor with: reset(), transitions(), execute(tr), state(), finish(), stopped,
-    violations, steps_executed, step, choices, and the optional hooks gp_transition(), step_info(tr)
-    (coverage + "did this step touch RCU state") and events()."""
+    violations, steps_executed, step, choices, and the optional hooks step_info(tr) (coverage), events()
+    and, for POR, threads/world/checker (footprints are traced on the world)."""
 
     def __init__(self, ex: Any, opts: CheckOptions, header: dict[str, Any]):
         self.o = opts
@@ -522,7 +533,12 @@ class Explorer:
         self.found: dict[str, int] = {}  # invariant -> violating states found (stop_at_first=False)
         self.visited: Any = FullStateSet() if opts.full_states else FingerprintSet()
         self.budget: dict[int, int] = {}  # fp -> most preemptions left when expanded (bounded mode)
-        self.asleep: dict[int, bool] = {}  # fp -> expanded with the GP step asleep (POR)
+        # fp -> the sleep set it was last expanded with (POR): a state reached again with a sleep set that
+        # lacks some of these transitions is expanded again, for those only (Godefroid's state caching
+        # with sleep sets)
+        self.asleep: dict[int, frozenset[Transition]] = {}
+        self._sleep_sets: dict[frozenset, frozenset] = {}
+        self.tracer: Any = None
         # BFS tree, one slot per node: parent, transition into it, preemptions used (bounded mode only)
         self.bfs_parent: list[int] = []
         self.bfs_tr: list[Transition] = []
@@ -554,23 +570,65 @@ class Explorer:
         """The uint64 key of budgets and sleep marks (the fingerprint, also in full-state mode)."""
         return fingerprint(key) if self.o.full_states else key
 
-    def _gp_transition(self) -> Transition | None:
-        f = getattr(self.ex, "gp_transition", None)
-        return f() if f else None
-
-    def _step(self, tr: Transition) -> bool:
-        """Execute one transition; True if it may have touched RCU state (POR footprint)."""
+    def _step(self, tr: Transition) -> None:
+        """Execute one transition, with coverage if the executor reports it."""
         f = getattr(self.ex, "step_info", None)
         if f is None:
             self.ex.execute(tr)
-            return True
-        return f(tr, self.cov)
+        else:
+            f(tr, self.cov)
+
+    def _footprint_step(self, tr: Transition) -> Any:
+        """Execute one transition with its footprint recorded (explore/footprint.py): what it read and
+        wrote, the condition that enabled it and, for a SEAMCALL that may fail, the fault budget."""
+        from .footprint import Tracer
+        from .runtime import op_enabled
+
+        ex = self.ex
+        if self.tracer is None:
+            self.tracer = Tracer()
+        t = ex.threads[tr[0]]
+
+        def enabling(op: Any) -> None:
+            op_enabled(op)
+            ex._may_inject()
+
+        self.tracer.start(ex.world, ex.checker, t.gen, t.op, enabling)
+        try:
+            self._step(tr)
+        finally:
+            fpr = self.tracer.stop()
+        return fpr
 
     def _replay(self, path: list[Transition]) -> None:
+        """Back to the state after `path`. Light (Executor.replay: no call chains, no per-step records)
+        unless the options ask for the full re-execution of earlier releases (the benchmark's baseline)."""
         ex = self.ex
+        fast = getattr(ex, "replay", None)
+        if fast is not None and self.o.light_replay:
+            fast(path)
+            return
         ex.reset()
         for tr in path:
             ex.execute(tr)
+
+    def _rerun(self, path: list[Transition], viol: Any) -> Any:
+        """Re-execute a reported path in full (choice list, call chains) and take its violation from that
+        run: a light replay earlier on the path left call chains out of lockdep's and KASAN's records."""
+        ex = self.ex
+        ex.record = True
+        ex.reset()
+        for tr in path:
+            ex.execute(tr)
+        if viol is not None and "lasso" in getattr(viol, "details", {}):
+            return viol  # a liveness lasso is the explorer's own report, not the checker's
+        fresh = list(ex.violations)
+        if not fresh and not getattr(ex, "stopped", False) and hasattr(ex, "finish") and not ex.transitions():
+            ex.finish()
+            fresh = list(ex.violations)
+        if viol is None:
+            return fresh[0] if fresh else None
+        return next((v for v in fresh if v.invariant == viol.invariant), viol)
 
     def _events_from(self) -> None:
         f = getattr(self.ex, "events", None)
@@ -670,8 +728,7 @@ class Explorer:
         s.steps_executed = self.ex.steps_executed
         choices: list[tuple[int, int]] = []
         if path is not None:
-            self.ex.record = True
-            self._replay(path)
+            viol = self._rerun(path, viol)
             choices = list(self.ex.choices)
         if not isinstance(self.visited, FullStateSet):  # fingerprints, here or shared between workers
             vb = self.visited.nbytes
@@ -782,35 +839,36 @@ class Explorer:
         depend on which path reached a state first (and DFS and BFS would disagree)."""
         return (fp ^ ((last + 1) * 0x9E3779B97F4A7C15)) & 0xFFFFFFFFFFFFFFFF
 
-    def _admit(self, key: Any, pre_left: int, gp_asleep: bool, last: int = -1) -> bool:
-        """Decide whether a reached state must be expanded (state caching + budgets + sleep sets).
-        Every change is journaled so that an interrupted step can be rolled back."""
+    def _admit(self, key: Any, pre_left: int, sleep: frozenset[Transition], last: int = -1
+               ) -> bool | frozenset[Transition]:
+        """Decide whether a reached state must be expanded (state caching + budgets + sleep sets): False,
+        True, or (POR) the only transitions to try -- those its earlier expansion left asleep and this
+        path does not. Every change is journaled so that an interrupted step can be rolled back."""
         o = self.o
         fp = self._fp(key)
         new = self.visited.add(key, self._undo_keys)
+        more = new
         if o.preemptions is not None:
             bk = self._budget_key(fp, last)
             old = self.budget.get(bk)
-            if old is not None and old >= pre_left and not new:
-                if not (o.por and self.asleep.get(fp) and not gp_asleep):
-                    return False
-            self._undo.append((self.budget, bk, old))
-            self.budget[bk] = max(pre_left, old if old is not None else -1)
-        elif not new:
-            if o.por and self.asleep.get(fp) and not gp_asleep:
-                self._undo.append((self.asleep, fp, True))
-                self.asleep[fp] = False  # must also try the grace-period end this time
-                return True
-            return False
-        if o.por:
-            self._undo.append((self.asleep, fp, self.asleep.get(fp)))
-            if gp_asleep:
-                self.asleep[fp] = True
-            else:
-                self.asleep.pop(fp, None)
+            if new or old is None or old < pre_left:
+                more = True
+                self._undo.append((self.budget, bk, old))
+                self.budget[bk] = max(pre_left, old if old is not None else -1)
         if new:
             self.stats.states += 1
-        return True
+        if not o.por:
+            return more
+        stored = self.asleep.get(fp)
+        if more:  # expanded in full, with this path's sleep set
+            keep = sleep if stored is None or new else stored & sleep
+        elif stored is None or stored <= sleep:
+            return False
+        else:
+            keep = stored & sleep
+        self._undo.append((self.asleep, fp, stored))
+        self.asleep[fp] = self._sleep_sets.setdefault(keep, keep)
+        return True if more else stored - sleep
 
     def dfs(self) -> CheckResult:
         if self._start():
@@ -830,8 +888,8 @@ class Explorer:
         """The initial state, admitted, as a one-node stack (the executor is left at it)."""
         self.ex.reset()
         key0 = self._key()
-        self._admit(key0, self.o.preemptions or 0, False)
-        stack = [self._node(frozenset(), 0, -1)]
+        self._admit(key0, self.o.preemptions or 0, frozenset())
+        stack = [self._node({}, 0, -1)]
         stack[0]["fp"] = self._graph_state(key0, stack[0]["trs"])
         return stack
 
@@ -868,7 +926,10 @@ class Explorer:
                     self._replay([n["chosen"] for n in stack[:-1]])
                 node["chosen"] = tr
                 at = -1
-                touched_rcu = self._step(tr)
+                if o.por:
+                    node["fps"][tr] = self._footprint_step(tr)
+                else:
+                    self._step(tr)
                 node["done"].append(tr)
                 self.stats.transitions += 1
                 depth = len(stack)
@@ -899,20 +960,16 @@ class Explorer:
                     snap = None
                     continue
                 pre = node["pre"] + self._is_preemption(node, tr)
-                sleep: frozenset[Transition] = frozenset()
-                if o.por:
-                    gp = node["gp"]
-                    cand = set(node["sleep"]) | set(node["done"][:-1])
-                    if gp is not None and gp in cand and tr[0] != gp[0] and not touched_rcu:
-                        sleep = frozenset({gp})
+                sleep = self._child_sleep(node, tr) if o.por else {}
                 pre_left = (o.preemptions - pre) if o.preemptions is not None else 0
                 key = self._key()
                 fp = self._graph_edge(node.get("fp"), tr, key, trs)
-                if not self._admit(key, pre_left, bool(sleep), tr[0]):
+                adm = self._admit(key, pre_left, frozenset(sleep), tr[0])
+                if adm is False:
                     self.stats.revisits += 1
                     snap = None
                     continue
-                stack.append(self._node(sleep, pre, tr[0], trs))
+                stack.append(self._node(sleep, pre, tr[0], trs, None if adm is True else adm))
                 stack[-1]["fp"] = fp
                 snap = None
                 at = len(stack) - 1
@@ -935,14 +992,25 @@ class Explorer:
             return self._result(False, *found)
         return self._result(not self.bounded)
 
-    def _node(self, sleep: frozenset, pre: int, last: int, trs: list[Transition] | None = None) -> dict[str, Any]:
+    def _child_sleep(self, node: dict[str, Any], tr: Transition) -> dict[Transition, Any]:
+        """Sleep sets (Godefroid): after `tr`, a transition asleep here or explored here before `tr` stays
+        asleep if it belongs to another task and its footprint does not conflict with `tr`'s -- running it
+        after `tr` reaches what running it before did. Footprints travel with the sleeping transition."""
+        from .footprint import dependent
+
+        fps = node["fps"]
+        f = fps[tr]
+        sl = node["sleep"]
+        cand = list(sl.items()) if isinstance(sl, dict) else [(u, None) for u in sl]
+        cand += [(u, fps.get(u)) for u in node["done"][:-1]]
+        return {u: g for u, g in cand if u[0] != tr[0] and g is not None and not dependent(g, f)}
+
+    def _node(self, sleep: Any, pre: int, last: int, trs: list[Transition] | None = None,
+              only: frozenset[Transition] | None = None) -> dict[str, Any]:
         trs = trs if trs is not None else self.ex.transitions()
-        gp = self._gp_transition() if self.o.por else None
-        if gp is not None:  # explore the grace-period end first so that later siblings can put it to sleep
-            trs = [gp] + [t for t in trs if t != gp]
         en = {tid for tid, _ in trs}
         return {"trs": trs, "i": 0, "sleep": sleep, "pre": pre, "last": last, "chosen": None, "done": [],
-                "gp": gp, "last_enabled": last in en}
+                "gp": None, "last_enabled": last in en, "fps": {}, "only": only}
 
     def _is_preemption(self, node: dict[str, Any], tr: Transition) -> int:
         return int(node["last"] >= 0 and node["last_enabled"] and tr[0] != node["last"])
@@ -952,7 +1020,8 @@ class Explorer:
         while node["i"] < len(trs):
             tr = trs[node["i"]]
             node["i"] += 1
-            if tr in node["sleep"]:
+            only = node.get("only")
+            if tr in node["sleep"] or (only is not None and tr not in only):
                 self.stats.sleep_pruned += 1
                 continue
             if self.o.preemptions is not None and node["pre"] + self._is_preemption(node, tr) > self.o.preemptions:
@@ -1368,5 +1437,8 @@ def run_check(scn: Scenario, variant: Variant, dpamt: bool, opts: CheckOptions) 
         if bad:
             raise ValueError(f"--por dpor cannot be combined with {bad[0]}")
         return Dpor(Executor(scn, variant, dpamt), opts, check_header(scn, variant, dpamt)).dfs()
+    bad = por_unsupported(opts)
+    if bad:
+        raise ValueError(f"--por on cannot be combined with {bad[0]}")
     ex = Explorer(Executor(scn, variant, dpamt), opts, check_header(scn, variant, dpamt))
     return ex.bfs() if opts.strategy == "bfs" else ex.dfs()

@@ -78,7 +78,7 @@ STATE_CLASSES: dict[type, tuple[Any, frozenset[str]]] = {
     Host: (None, _NOT_STATE_HOST),
     PageAllocator: (None, frozenset({"counts", "total"})),  # statistics (metrics), not state
     PcpList: (_named("base", "pcp"), frozenset()),
-    Rcu: (None, frozenset({"touches"})),
+    Rcu: (None, frozenset()),
     RcuCallback: (None, frozenset({"queued_by", "chain", "step"})),
     Lockdep: (None, frozenset()),
     RwLock: (_named("name", "lock"), frozenset()),
@@ -130,6 +130,7 @@ def freeze(v: Any) -> Any:
 
 
 _FREEZE = frozenset({list, deque, tuple, dict, set})
+_LEAVES = frozenset({int, str, bool, type(None), float})
 
 
 class Recorder:
@@ -244,6 +245,11 @@ class Tracer:
         elif t in _CONTAINERS or t is tuple:
             if t is not tuple:
                 reg[id(v)] = (v, key)
+            if t is dict:
+                if _LEAVES.issuperset(map(type, v)) and _LEAVES.issuperset(map(type, v.values())):
+                    return
+            elif _LEAVES.issuperset(map(type, v)):  # an SPTE table: 512 ints, nothing to name inside
+                return
             items = v.items() if t is dict else v
             for x in items:
                 tx = type(x)

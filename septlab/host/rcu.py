@@ -45,7 +45,6 @@ class Rcu:
     callbacks: deque[RcuCallback] = field(default_factory=deque)
     queued: int = 0
     invoked: int = 0
-    touches: int = 0  # bumped by every function that reads or writes RCU state (explorers' footprints)
 
     def gp_can_end(self) -> bool:
         s = self.gp_seq
@@ -66,7 +65,6 @@ def rcu_read_lock(host: "Host") -> None:
     task = host.current
     if task.rcu_nesting == 0:
         host.rcu.readers[task.name] = host.rcu.gp_seq
-        host.rcu.touches += 1
     task.rcu_nesting += 1
 
 
@@ -76,7 +74,6 @@ def rcu_read_unlock(host: "Host") -> None:
     task.rcu_nesting -= 1
     if task.rcu_nesting == 0:
         del host.rcu.readers[task.name]
-        host.rcu.touches += 1
 
 
 def rcu_read_lock_held(host: "Host") -> bool:
@@ -113,7 +110,6 @@ def call_rcu(host: "Host", func: Callable[..., Generator[Op, object, None]], arg
     chain = callchain() if host.history is not None else ()
     rcu.callbacks.append(RcuCallback(rcu.gp_seq, func, arg, host.current.name, chain, host.clock))
     rcu.queued += 1
-    rcu.touches += 1
 
 
 def rcu_barrier(host: "Host") -> Generator[Op, object, None]:
@@ -122,7 +118,6 @@ def rcu_barrier(host: "Host") -> Generator[Op, object, None]:
     might_sleep(host, "rcu_barrier()")
     target = host.rcu.queued
     rcu = host.rcu
-    rcu.touches += 1
     yield Op(OP_WAIT, lambda: rcu.invoked >= target, "rcu_barrier()")
 
 
@@ -146,6 +141,5 @@ def rcu_core(host: "Host") -> Generator[Op, object, None]:
             host.probe.rcu_callback()
         else:
             rcu.gp_seq += 1
-            rcu.touches += 1
             progress(host, "grace period ended")
             host.probe.grace_period(rcu.gp_seq)

@@ -104,8 +104,15 @@ _CHAIN_SKIP_FUNCS = frozenset({"callchain", "record", "_record", "page_event", "
                                "_might_sleep_splat", "_assert_fail", "_rcu_suspicious"})
 
 
+# Call chains are only for reports. An explorer re-executing steps it has already checked turns them off
+# (CHAINS[0] = False) and re-runs a path with them on before reporting anything from it.
+CHAINS = [True]
+
+
 def callchain(limit: int = 12) -> tuple[str, ...]:
     """The modelled call chain of the running task, outermost first, from the live generator frames."""
+    if not CHAINS[0]:
+        return ()
     f = sys._getframe(1)
     names: list[str] = []
     while f is not None:
