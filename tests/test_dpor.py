@@ -17,7 +17,6 @@ from septlab.explore import dpor
 from septlab.explore.executor import Executor
 from septlab.explore.exhaustive import CheckOptions, run_check
 from septlab.explore.footprint import Tracer, dependent
-from septlab.explore.runtime import op_enabled
 from septlab.scenarios import load_scenario
 from septlab.variants import get_variant, registry
 
@@ -90,8 +89,7 @@ def test_a_dpor_that_ignores_conflicts_loses_terminal_states(monkeypatch):
 
 
 def _traced(ex: Executor, tracer: Tracer, tr: tuple[int, int]):
-    t = ex.threads[tr[0]]
-    tracer.start(ex.world, ex.checker, t.gen, t.op, op_enabled)
+    tracer.start(ex.footprint_roots(), ex.threads[tr[0]].gen, lambda: ex.footprint_enabling(tr[0]))
     try:
         ex.execute(tr)
     finally:

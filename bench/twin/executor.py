@@ -39,10 +39,12 @@ from typing import Any
 
 from septlab.check.invariants import Violation
 from septlab.explore.runtime import Thread, op_enabled
-from septlab.explore.state import fingerprint, gen_position
+from septlab.explore.state import fingerprint, task_position
 from septlab.host.task import OP_SEAMCALL, Task
 
 from .twin_model import (
+    ELEMENT_LISTS,
+    NOT_STATE,
     RECLAIM_FAULT,
     RECLAIM_LEAF,
     TwinConfig,
@@ -57,7 +59,13 @@ Transition = tuple[int, int]
 
 
 class TwinExecutor:
+    # for POR (septlab/explore/footprint.py): the twin's one state class, and its per-element lists
+    footprint_classes = {TwinModel: (None, NOT_STATE)}
+
     def __init__(self, cfg: TwinConfig):
+        from septlab.explore.footprint import register
+
+        register(self.footprint_classes, {(TwinModel, a) for a in ELEMENT_LISTS})
         self.cfg = cfg
         self.steps_executed = 0  # across resets (the explorer's real cost)
         self.reset()
@@ -73,6 +81,7 @@ class TwinExecutor:
         self.trail: list[Transition] = []
         self.step = 0
         self.stopped = False
+        self._positions: list[tuple | None] = [None] * len(self.threads)  # cached until the task steps
         for t in self.threads:  # run each task to its first announced step
             t.op = next(t.gen)
 
@@ -112,9 +121,41 @@ class TwinExecutor:
             twin.execute(tr)
         return out
 
+    def replay(self, path: list[Transition]) -> None:
+        """reset() and re-execute `path` (the explorer's light re-execution): the same steps, in one loop."""
+        self.reset()
+        m = self.m
+        threads = self.threads
+        positions = self._positions
+        step = 0
+        for tid, inj in path:
+            t = threads[tid]
+            m.current = t.task.name
+            m.clock = step
+            step += 1
+            positions[tid] = None
+            try:
+                t.op = t.gen.send(inj or None)
+            except StopIteration:
+                t.done = True
+                t.task.done = True
+        self.trail = list(path)
+        self.step = step
+        self.steps_executed += step
+        self.stopped = m.stopped
+
+    def footprint_roots(self) -> list[Any]:
+        return [self.m]
+
+    def footprint_enabling(self, tid: int) -> None:
+        op = self.threads[tid].op
+        op_enabled(op)
+        self._may_inject(op)
+
     def execute(self, tr: Transition) -> None:
         tid, inj = tr
         t = self.threads[tid]
+        self._positions[tid] = None
         self.trail.append(tr)
         m = self.m
         m.current = t.task.name
@@ -131,9 +172,18 @@ class TwinExecutor:
 
     def state(self) -> tuple:
         m = self.m
-        tasks = tuple((t.done, gen_position(t.gen) if not t.done else ()) for t in self.threads)
+        tasks = tuple((t.done, self._position(i, t) if not t.done else ()) for i, t in enumerate(self.threads))
         return (tasks, tuple(m.owner), tuple(m.pamt), tuple(m.spfree), tuple(m.mirror), tuple(m.link), m.hkid,
                 m.vrun, (tuple(m.cbq), tuple(m.cbage)), tuple(m.rd), m.nold, m.nfaults)
+
+    def _position(self, i: int, t: Thread) -> tuple:
+        """gen_position of task i, recomputed only after task i stepped (its locals are ints)."""
+        c = self._positions[i]
+        if c is None:
+            c, stable = task_position(t.gen)
+            if stable:
+                self._positions[i] = c
+        return c
 
     def fingerprint(self) -> int:
         return fingerprint(self.state())

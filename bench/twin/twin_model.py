@@ -94,6 +94,12 @@ class TwinConfig:
         return out
 
 
+# For footprints (septlab/explore/footprint.py): attributes that are not state, and the lists indexed by
+# page or slot (their elements are separate keys; cbq/cbage are queues: whole values).
+NOT_STATE = frozenset({"cfg", "violations", "stopped", "clock", "current"})
+ELEMENT_LISTS = ("owner", "pamt", "spfree", "mirror", "link", "rd")
+
+
 class TwinModel:
     """The shared data of the twin, with the steps' helpers. A new one per run (Executor.reset)."""
 

@@ -179,6 +179,15 @@ class Executor:
             self.step = step
 
     # --- explorer hooks (footprints, coverage) -------------------------------------------------------
+    def footprint_roots(self) -> list[Any]:
+        """The state objects every other one is reachable from (explore/footprint.py names containers)."""
+        return [self.host, self.world.kvm, self.checker]
+
+    def footprint_enabling(self, tid: int) -> None:
+        """What makes task tid's next step possible: its lock or wait condition, and the fault budget."""
+        op_enabled(self.threads[tid].op)
+        self._may_inject()
+
     def step_info(self, tr: Transition, cov: Any) -> None:
         """Execute with coverage (SEAMCALL x entry state x outcome)."""
         t = self.threads[tr[0]]

@@ -580,20 +580,14 @@ class Explorer:
 
     def _footprint_step(self, tr: Transition) -> Any:
         """Execute one transition with its footprint recorded (explore/footprint.py): what it read and
-        wrote, the condition that enabled it and, for a SEAMCALL that may fail, the fault budget."""
+        wrote, and what made it possible (the executor's footprint_enabling)."""
         from .footprint import Tracer
-        from .runtime import op_enabled
 
         ex = self.ex
         if self.tracer is None:
-            self.tracer = Tracer()
-        t = ex.threads[tr[0]]
-
-        def enabling(op: Any) -> None:
-            op_enabled(op)
-            ex._may_inject()
-
-        self.tracer.start(ex.world, ex.checker, t.gen, t.op, enabling)
+            self.tracer = Tracer(getattr(ex, "footprint_classes", None))
+        tid = tr[0]
+        self.tracer.start(ex.footprint_roots(), ex.threads[tid].gen, lambda: ex.footprint_enabling(tid))
         try:
             self._step(tr)
         finally:

@@ -199,24 +199,36 @@ def _setattr(self: Any, name: str, value: Any) -> None:
             rec.writes.add((_KEYFN[cls](self), name))
 
 
-def _install() -> None:
-    for cls in STATE_CLASSES:
+def register(classes: dict[type, tuple[Any, frozenset[str]]], element_lists: Any = ()) -> None:
+    """Declare another model's state classes (name function or None for a singleton, attributes that are
+    not state) and its element-indexed list attributes: the Promela twin's executor does."""
+    for cls, (fn, skip) in classes.items():
+        _KEYFN[cls] = fn if fn is not None else (lambda o, n=cls.__name__: (n,))
+        _SKIP[cls] = skip
+    global _ELEM_LISTS
+    _ELEM_LISTS = _ELEM_LISTS | frozenset(element_lists)
+
+
+def _install(classes: Any = STATE_CLASSES) -> None:
+    for cls in classes:
         cls.__getattribute__ = _getattribute  # type: ignore[method-assign]
         cls.__setattr__ = _setattr  # type: ignore[method-assign]
 
 
-def _uninstall() -> None:
-    for cls in STATE_CLASSES:
+def _uninstall(classes: Any = STATE_CLASSES) -> None:
+    for cls in classes:
         del cls.__getattribute__
         del cls.__setattr__
 
 
 class Tracer:
-    """Records footprints of steps of one executor's world. `start()` before the step, `stop()` after."""
+    """Records footprints of steps of one executor's world. `start()` before the step, `stop()` after.
+    `classes`: the state classes to trace (default: septlab's model; see register())."""
 
-    def __init__(self) -> None:
+    def __init__(self, classes: Any = None) -> None:
         self.registry: dict[int, tuple[Any, Key]] = {}  # id(container) -> (container, key)
-        self.world: Any = None
+        self.classes = tuple(classes if classes is not None else STATE_CLASSES)
+        self.roots: list[Any] = []
         self.rec: Recorder | None = None
 
     # --- naming containers held in locals ---------------------------------------------------------
@@ -276,7 +288,7 @@ class Tracer:
         if not found:
             return
         if any(self.registry.get(id(v), (None,))[0] is not v for v in found):
-            self._walk([self.world.host, self.world.kvm, self.checker])
+            self._walk(self.roots)
         for v in found:
             ent = self.registry.get(id(v))
             if ent is not None and ent[0] is v:  # else the task's own (reachable from no state object)
@@ -284,21 +296,27 @@ class Tracer:
                 rec.container(ent[1], v)
 
     # --- one step ---------------------------------------------------------------------------------
-    def start(self, world: Any, checker: Any, gen: GeneratorType, op: Any, enabled: Any) -> None:
-        if world is not self.world:
-            self.world = world
+    def start(self, roots: list[Any], gen: GeneratorType, enabling: Any) -> None:
+        """Begin recording a step of the task whose generator is `gen`. `roots`: the world's state objects
+        every other one is reachable from (a new world -- after a re-execution -- is named afresh);
+        `enabling()` evaluates the step's enabling condition, which the step reads too."""
+        if not self.roots or roots[0] is not self.roots[0]:
             self.registry = {}
-        self.checker = checker
+        self.roots = roots
         rec = self.rec = Recorder()
-        _install()
+        _install(self.classes)
         _REC[0] = rec
-        enabled(op)  # the step's enabling condition is part of what it reads
-        self._aliases(gen, rec)
+        try:
+            enabling()
+            self._aliases(gen, rec)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> Footprint:
         rec = self.rec
         _REC[0] = None
-        _uninstall()
+        _uninstall(self.classes)
         assert rec is not None
         self.rec = None
         return rec.result()
