@@ -98,7 +98,7 @@ class CheckpointError(Exception):
 @dataclass
 class CheckOptions:
     strategy: str = "dfs"  # "dfs" or "bfs" (shortest counterexample)
-    por: bool = True
+    por: bool = False  # sleep sets (--por on)
     max_depth: int | None = None
     preemptions: int | None = None
     full_states: bool = False
