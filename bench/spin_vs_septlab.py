@@ -186,19 +186,21 @@ def septlab_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     cfg = TwinConfig(**spec["cfg"])
     ex = TwinExecutor(cfg)
-    e = Explorer(ex, CheckOptions(strategy=spec["strategy"], por=False), {"twin": cfg.label})
+    por = bool(spec.get("por"))
+    e = Explorer(ex, CheckOptions(strategy=spec["strategy"], por=por), {"twin": cfg.label})
     r = e.bfs() if spec["strategy"] == "bfs" else e.dfs()
     s = r.stats
     v = r.violation
-    return {"tool": f"septlab {spec['strategy']}", "states": s.states, "transitions": s.transitions,
+    return {"tool": f"septlab {spec['strategy']}{' POR' if por else ''}", "states": s.states, "transitions": s.transitions,
             "elapsed": round(s.elapsed, 4), "steps_executed": s.steps_executed, "terminal": s.terminal,
             "max_depth": s.max_depth, "complete": r.complete, "bytes_per_state": round(r.bytes_per_state, 1),
             "errors": int(v is not None), "invariant": v.invariant if v is not None else None,
             "title": v.title if v is not None else None, "cex_steps": len(r.path) if v is not None else None}
 
 
-def septlab_run(cfg: TwinConfig, strategy: str) -> dict[str, Any]:
-    spec = json.dumps({"cfg": asdict(cfg), "strategy": strategy})
+def septlab_run(cfg: TwinConfig, strategy: str, por: bool = False) -> dict[str, Any]:
+    """One septlab search in a child process. por: sleep sets over traced footprints (the same states)."""
+    spec = json.dumps({"cfg": asdict(cfg), "strategy": strategy, "por": por})
     out, wall, rss = wait4_run([sys.executable, str(Path(__file__).resolve()), "--worker", spec])
     res = json.loads(out.strip().splitlines()[-1])
     res.update(wall_s=round(wall, 3), rss_mib=round(rss, 1))
@@ -297,12 +299,19 @@ def main() -> int:
             rows += [sr.verify(main_cfg, "noreduce", a.repeat), sr.verify(main_cfg, "por", a.repeat)]
             rows[2]["tool"] = "SPIN -DNOREDUCE"
             rows[3]["tool"] = "SPIN (default POR)"
+        sl_por = septlab_run(main_cfg, "dfs", por=True)  # sleep sets prune transitions, never states
+        if sl_por["states"] != main_sl["states"]:
+            failures.append(f"septlab POR visited {sl_por['states']} states, without it {main_sl['states']}")
+        rows.append(sl_por)
         print_throughput(rows)
         tp: dict[str, Any] = {"config": main_cfg.label, "defines": main_cfg.defines(), "rows": rows}
         if sr:
             ratio = rate(rows[0]) / rate(rows[2])
             tp["ratio_septlab_dfs_over_spin_noreduce"] = round(ratio, 5)
             tp["ratio_septlab_bfs_over_spin_noreduce"] = round(rate(rows[1]) / rate(rows[2]), 5)
+            tp["ratio_septlab_dfs_por_over_spin_noreduce"] = round(rate(sl_por) / rate(rows[2]), 5)
+            print(f"states/s ratio septlab dfs with sleep sets (same states) / SPIN -DNOREDUCE = "
+                  f"{tp['ratio_septlab_dfs_por_over_spin_noreduce']:.4f}")
             tp["por_state_reduction"] = round(1 - rows[3]["states"] / rows[2]["states"], 4)
             print(f"states/s ratio septlab dfs / SPIN -DNOREDUCE = {ratio:.4f} (SPIN is {1 / ratio:,.0f}x faster); "
                   f"SPIN POR removes {100 * tp['por_state_reduction']:.1f}% of the states")

@@ -920,9 +920,13 @@ class Explorer:
                     self._replay([n["chosen"] for n in stack[:-1]])
                 node["chosen"] = tr
                 at = -1
-                if o.por:
+                # a footprint is needed to keep this node's sleeping transitions asleep after tr, to put an
+                # earlier sibling to sleep after tr, or tr after a later one: not for the only transition of
+                # a node with nothing asleep (a stretch where one task runs alone costs no tracing)
+                if o.por and (node["sleep"] or node["done"] or node["i"] < len(node["trs"])):
                     node["fps"][tr] = self._footprint_step(tr)
                 else:
+                    node["fps"][tr] = None
                     self._step(tr)
                 node["done"].append(tr)
                 self.stats.transitions += 1
@@ -994,6 +998,8 @@ class Explorer:
 
         fps = node["fps"]
         f = fps[tr]
+        if f is None:  # not traced: the node's only transition, nothing asleep (see _dfs_loop)
+            return {}
         sl = node["sleep"]
         cand = list(sl.items()) if isinstance(sl, dict) else [(u, None) for u in sl]
         cand += [(u, fps.get(u)) for u in node["done"][:-1]]
