@@ -150,3 +150,28 @@ def test_cached_positions_give_the_uncached_state(scenario):
             steps += 1
             assert ex.state() == world_state(ex.world, ex.threads, ex.checker), (seed, steps)
     assert steps > 300
+
+
+def test_a_crashing_check_worker_fails_the_check_instead_of_being_redone(monkeypatch):
+    """An exception in a worker's search (a model crash) is reported, not mistaken for a lost worker
+    whose item is redone -- which would crash again, forever."""
+    parent = os.getpid()
+    real = Executor.execute
+
+    def execute(self, tr):
+        if os.getpid() != parent and self.steps_executed >= 50:
+            raise ValueError("boom")
+        return real(self, tr)
+
+    def hung(*_):
+        raise TimeoutError("the parallel check hung")
+
+    monkeypatch.setattr(Executor, "execute", execute)
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        with pytest.raises(RuntimeError, match="crashed: ValueError: boom"):
+            _check("boot-teardown", "tdx-free", 2)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

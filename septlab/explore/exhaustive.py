@@ -926,7 +926,8 @@ class Explorer:
                 if o.por and (node["sleep"] or node["done"] or node["i"] < len(node["trs"])):
                     node["fps"][tr] = self._footprint_step(tr)
                 else:
-                    node["fps"][tr] = None
+                    if o.por:
+                        node["fps"][tr] = None
                     self._step(tr)
                 node["done"].append(tr)
                 self.stats.transitions += 1

@@ -223,7 +223,8 @@ def _prefix_node(nd: dict[str, Any]) -> dict[str, Any]:
     then popped without exploring anything)."""
     ch = nd["chosen"]
     return {"trs": [ch], "i": 1, "sleep": frozenset(), "pre": nd["pre"], "last": nd["last"], "chosen": ch,
-            "done": [ch], "gp": None, "last_enabled": nd["last_enabled"], "fp": nd.get("fp")}
+            "done": [ch], "gp": None, "last_enabled": nd["last_enabled"], "fp": nd.get("fp"), "fps": {},
+            "only": None}
 
 
 class _WorkerExplorer(Explorer):
@@ -247,7 +248,7 @@ class _WorkerExplorer(Explorer):
         nd = stack[k]
         given = {"trs": nd["trs"][nd["i"]:], "i": 0, "sleep": nd["sleep"], "pre": nd["pre"], "last": nd["last"],
                  "chosen": None, "done": list(nd["done"]), "gp": nd["gp"], "last_enabled": nd["last_enabled"],
-                 "fp": nd.get("fp")}
+                 "fp": nd.get("fp"), "fps": {}, "only": None}
         nd["i"] = len(nd["trs"])
         self.sh.post(("donate", [_prefix_node(x) for x in stack[:k]] + [given]))
 
@@ -283,7 +284,11 @@ def _worker(wid: int, sh: Any, scn: Scenario, variant: Variant, dpamt: bool, opt
         else:
             at = -1
         before = ex.steps_executed
-        viol, vpath = xp._dfs_loop(stack, at)
+        try:
+            viol, vpath = xp._dfs_loop(stack, at)
+        except Exception as e:  # a crash is not a lost worker: redoing the item would crash again, forever
+            sh.post(("error", wid, item_id, f"{type(e).__name__}: {e}"))
+            return
         xp.stats.steps_executed = ex.steps_executed - before
         sh.post(("done", wid, item_id, _payload(xp, viol, vpath)))
 
@@ -374,6 +379,8 @@ class ParallelCheck:
                 if msg[0] == "donate":
                     pending.append(msg[1])
                     continue
+                if msg[0] == "error":
+                    raise RuntimeError(f"check worker {msg[1]} crashed: {msg[3]}")
                 _, w, item_id, pl = msg
                 busy.pop(w, None)
                 idle.append(w)
