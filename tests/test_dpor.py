@@ -69,9 +69,9 @@ def test_sleep_sets_prune_transitions_not_states(scenario):
 
 def test_sleep_sets_that_ignore_conflicts_lose_states(monkeypatch):
     """The test above can fail: with every pair called independent, memslot-delete loses states."""
-    import septlab.explore.footprint as fp
+    import septlab.explore.exhaustive as exh
 
-    monkeypatch.setattr(fp, "dependent", lambda a, b: False)
+    monkeypatch.setattr(exh, "dependent", lambda a, b: False)
     scn = load_scenario("memslot-delete", small=True)
     v = get_variant("tdx-free")
     on = run_check(scn, v, False, CheckOptions(strategy="dfs", por=True, stop_at_first=False))

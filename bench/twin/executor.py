@@ -124,25 +124,13 @@ class TwinExecutor:
     def replay(self, path: list[Transition]) -> None:
         """reset() and re-execute `path` (the explorer's light re-execution): the same steps, in one loop."""
         self.reset()
-        m = self.m
-        threads = self.threads
-        positions = self._positions
-        step = 0
-        for tid, inj in path:
-            t = threads[tid]
-            m.current = t.task.name
-            m.clock = step
-            step += 1
-            positions[tid] = None
-            try:
-                t.op = t.gen.send(inj or None)
-            except StopIteration:
-                t.done = True
-                t.task.done = True
+        send = self._send
+        for step, (tid, inj) in enumerate(path):
+            send(tid, inj, step)
         self.trail = list(path)
-        self.step = step
-        self.steps_executed += step
-        self.stopped = m.stopped
+        self.step = len(path)
+        self.steps_executed += len(path)
+        self.stopped = self.m.stopped
 
     def footprint_roots(self) -> list[Any]:
         return [self.m]
@@ -154,21 +142,25 @@ class TwinExecutor:
 
     def execute(self, tr: Transition) -> None:
         tid, inj = tr
-        t = self.threads[tid]
-        self._positions[tid] = None
         self.trail.append(tr)
-        m = self.m
-        m.current = t.task.name
-        m.clock = self.step
         self.step += 1
         self.steps_executed += 1
+        self._send(tid, inj, self.step - 1)
+        if self.m.stopped:
+            self.stopped = True
+
+    def _send(self, tid: int, inj: int, step: int) -> None:
+        """Run task tid's announced step as step number `step` (executed or replayed)."""
+        t = self.threads[tid]
+        m = self.m
+        m.current = t.task.name
+        m.clock = step
+        self._positions[tid] = None
         try:
             t.op = t.gen.send(inj or None)
         except StopIteration:
             t.done = True
             t.task.done = True
-        if m.stopped:
-            self.stopped = True
 
     def state(self) -> tuple:
         m = self.m

@@ -207,30 +207,11 @@ class Dpor(Explorer):
                 node.ev = (tid, eid, clock)
                 node.ev_tr = tr
                 node.summary.add(eid)
-                self.stats.transitions += 1
-                depth = len(stack)
-                if depth > self.stats.max_depth:
-                    self.stats.max_depth = depth
-                v = self._violation()
-                if v is not None and ex.stopped:
-                    self._events_from()
-                    if self.o.stop_at_first:
-                        viol, vpath = v, [n.ev_tr for n in stack]
-                        break
-                    self._note_found()
-                    continue
-                trs = ex.transitions()
-                if not trs:
-                    v = self._at_leaf()
-                    if v is not None:
-                        if self.o.stop_at_first:
-                            viol, vpath = v, [n.ev_tr for n in stack]
-                            break
-                        self._note_found()
-                    continue
-                if self.o.max_depth is not None and ex.step >= self.o.max_depth:
-                    self.stats.depth_pruned += 1
-                    self.bounded.add(f"depth {self.o.max_depth}")
+                what, trs = self._after_step(len(stack))
+                if what == "stop":
+                    viol, vpath = trs, [n.ev_tr for n in stack]
+                    break
+                if what == "end":
                     continue
                 key = self._key()
                 fp = self._fp(key)

@@ -117,32 +117,38 @@ class Executor:
         host = self.host
         if K._ACTIVE is not host.patches:
             K.activate(host.patches)
-        task = t.task
-        host.current = task
-        host.clock = self.step
-        # Progress of this step (host/progress.py), for the state graph's edges: leaving a userspace
-        # wait and finishing count too.
-        host.progressed = (1 << task.cpu) if op.user else 0
         if self.history:
-            self.log.append((self.step, task.name, op.what or repr(op)))
+            self.log.append((self.step, t.task.name, op.what or repr(op)))
         self.step += 1
         self.steps_executed += 1
         info = StepInfo(tid, op.what, op.leaf if op.kind == OP_SEAMCALL else -1)
+        self._send(tid, inj, self.step - 1)
+        return info
+
+    def _send(self, tid: int, inj: int, step: int) -> None:
+        """Run task tid's announced step as step number `step`: the one place a step runs, executed or
+        replayed."""
+        t = self.threads[tid]
+        host = self.host
+        host.current = t.task
+        host.clock = step
+        # Progress of this step (host/progress.py), for the state graph's edges: leaving a userspace
+        # wait and finishing count too.
+        host.progressed = (1 << t.task.cpu) if t.op.user else 0
         self._positions[tid] = None
         try:
             t.op = t.gen.send(inj or None)
         except StopIteration:
             t.done = True
-            task.done = True
-            host.progressed |= 1 << task.cpu
+            t.task.done = True
+            host.progressed |= 1 << t.task.cpu
         except Stop:
             self.stopped = True
         except KeyboardInterrupt:
             raise
         except BaseException as e:  # a model crash (or sys.exit in a hook): say where, keep the path (exit 3)
-            raise RuntimeError(f"model crashed in {t.task.name} at step #{self.step - 1} ({op.what}): "
+            raise RuntimeError(f"model crashed in {t.task.name} at step #{step} ({t.op.what}): "
                                f"{type(e).__name__}: {e}") from e
-        return info
 
     def replay(self, path: list[Transition]) -> None:
         """reset(), then re-execute `path`: steps an explorer has run and checked before, so only what
@@ -152,27 +158,13 @@ class Executor:
         host = self.host
         if K._ACTIVE is not host.patches:
             K.activate(host.patches)
-        threads = self.threads
-        positions = self._positions
+        send = self._send
         step = self.step
         task_mod.CHAINS[0] = False
         try:
             for tid, inj in path:
-                t = threads[tid]
-                task = t.task
-                host.current = task
-                host.clock = step
-                host.progressed = (1 << task.cpu) if t.op.user else 0
+                send(tid, inj, step)
                 step += 1
-                positions[tid] = None
-                try:
-                    t.op = t.gen.send(inj or None)
-                except StopIteration:
-                    t.done = True
-                    task.done = True
-                    host.progressed |= 1 << task.cpu
-                except Stop:
-                    self.stopped = True
         finally:
             task_mod.CHAINS[0] = True
             self.steps_executed += step - self.step

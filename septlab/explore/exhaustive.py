@@ -65,6 +65,7 @@ from ..scenarios import Scenario
 from ..tdx_module import errno as E
 from ..variants import Variant
 from .executor import Executor, Transition
+from .footprint import Tracer, dependent
 from .fpset import FingerprintSet, FullStateSet
 from .liveness import Lasso, StateGraph, find_lassos
 from .state import fingerprint
@@ -581,8 +582,6 @@ class Explorer:
     def _footprint_step(self, tr: Transition) -> Any:
         """Execute one transition with its footprint recorded (explore/footprint.py): what it read and
         wrote, and what made it possible (the executor's footprint_enabling)."""
-        from .footprint import Tracer
-
         ex = self.ex
         if self.tracer is None:
             self.tracer = Tracer(getattr(ex, "footprint_classes", None))
@@ -894,7 +893,6 @@ class Explorer:
         """Depth-first search from `stack` (the executor is at stack[at], or anywhere if at is -1) until the
         stack is empty, a bound or a stop request ends it, or a violation is found: (violation, its path)."""
         o = self.o
-        ex = self.ex
         viol: Any = None
         vpath: list[Transition] = []
         progressed = False
@@ -930,32 +928,11 @@ class Explorer:
                         node["fps"][tr] = None
                     self._step(tr)
                 node["done"].append(tr)
-                self.stats.transitions += 1
-                depth = len(stack)
-                if depth > self.stats.max_depth:
-                    self.stats.max_depth = depth
-                v = self._violation()
-                if v is not None and ex.stopped:
-                    self._events_from()
-                    if o.stop_at_first:
-                        viol, vpath = v, [n["chosen"] for n in stack]
-                        break
-                    self._note_found()
-                    snap = None
-                    continue
-                trs = ex.transitions()
-                if not trs:
-                    v = self._at_leaf()
-                    if v is not None:
-                        if o.stop_at_first:
-                            viol, vpath = v, [n["chosen"] for n in stack]
-                            break
-                        self._note_found()
-                    snap = None
-                    continue
-                if o.max_depth is not None and ex.step >= o.max_depth:
-                    self.stats.depth_pruned += 1
-                    self.bounded.add(f"depth {o.max_depth}")
+                what, trs = self._after_step(len(stack))
+                if what == "stop":
+                    viol, vpath = trs, [n["chosen"] for n in stack]
+                    break
+                if what == "end":
                     snap = None
                     continue
                 pre = node["pre"] + self._is_preemption(node, tr)
@@ -984,6 +961,36 @@ class Explorer:
             self._interrupt()
         return viol, vpath
 
+    def _after_step(self, depth: int) -> tuple[str, Any]:
+        """After a transition from the node at `depth` of the path: ("stop", violation) when the search
+        stops at it, ("end", None) when nothing follows it (a violation noted, a terminal state, the depth
+        bound), else ("go", the transitions of the state reached)."""
+        o = self.o
+        ex = self.ex
+        self.stats.transitions += 1
+        if depth > self.stats.max_depth:
+            self.stats.max_depth = depth
+        v = self._violation()
+        if v is not None and ex.stopped:
+            self._events_from()
+            if o.stop_at_first:
+                return "stop", v
+            self._note_found()
+            return "end", None
+        trs = ex.transitions()
+        if not trs:
+            v = self._at_leaf()
+            if v is not None:
+                if o.stop_at_first:
+                    return "stop", v
+                self._note_found()
+            return "end", None
+        if o.max_depth is not None and ex.step >= o.max_depth:
+            self.stats.depth_pruned += 1
+            self.bounded.add(f"depth {o.max_depth}")
+            return "end", None
+        return "go", trs
+
     def _finish(self) -> CheckResult:
         """No safety violation: the liveness verdict on the graph explored, then the result."""
         found = self._liveness() if not self.interrupted else None
@@ -995,8 +1002,6 @@ class Explorer:
         """Sleep sets (Godefroid): after `tr`, a transition asleep here or explored here before `tr` stays
         asleep if it belongs to another task and its footprint does not conflict with `tr`'s -- running it
         after `tr` reaches what running it before did. Footprints travel with the sleeping transition."""
-        from .footprint import dependent
-
         fps = node["fps"]
         f = fps[tr]
         if f is None:  # not traced: the node's only transition, nothing asleep (see _dfs_loop)

@@ -109,11 +109,6 @@ for _cls, (_fn, _skip) in STATE_CLASSES.items():
     _SKIP[_cls] = _skip
 
 
-def obj_key(o: Any) -> Any:
-    """The canonical name of a state object."""
-    return _KEYFN[type(o)](o)
-
-
 def freeze(v: Any) -> Any:
     """A deep, immutable copy of a container's value (objects stay as they are: they trace themselves)."""
     t = type(v)
