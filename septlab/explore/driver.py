@@ -58,7 +58,8 @@ class RunResult:
 
 def run_schedule(scn: Scenario, variant: Variant, dpamt: bool, seed: int, *, fault_rate: float | None = None,
                  choices: list[tuple[int, int]] | None = None, history: bool | None = None,
-                 stop_on_fatal: bool = True, tick: Callable[[int], None] | None = None) -> RunResult:
+                 stop_on_fatal: bool = True, tick: Callable[[int], None] | None = None,
+                 observe: Callable[[Any, bool], None] | None = None) -> RunResult:
     """One schedule: seeded random choices, or a recorded choice list.
 
     A schedule cut off by the scenario's `max_steps` is `bounded`: the end-of-run invariants (leaks,
@@ -73,6 +74,7 @@ def run_schedule(scn: Scenario, variant: Variant, dpamt: bool, seed: int, *, fau
     if world.host.history is not None:
         rt.log = []
     rt.tick = tick
+    rt.observe = observe
     dog = Watchdog(checker, world.threads, Thresholds.for_scenario(scn.steps_per_second))
     dog.log = rt.log
     rt.watch = dog.scan
@@ -273,8 +275,8 @@ def load_trace(path: Path) -> tuple[dict[str, Any], list[tuple[int, int]]]:
     return data, choices  # type: ignore[return-value]
 
 
-def replay_trace(path: Path, variant_file: str | None = None,
-                 scenario: str | None = None) -> tuple[dict[str, Any], RunResult]:
+def replay_trace(path: Path, variant_file: str | None = None, scenario: str | None = None,
+                 observe: Callable[[Any, bool], None] | None = None) -> tuple[dict[str, Any], RunResult]:
     """Re-run a trace's schedule. Its variant is looked up by name; a user's variant file is loaded only
     if given here (from the command line), and must carry the name the trace recorded."""
     data, choices = load_trace(path)
@@ -302,7 +304,8 @@ def replay_trace(path: Path, variant_file: str | None = None,
             raise TraceError(f"{where}: field 'variant': {printable(data['variant'])!r} is not a built-in variant"
                              f"{hint}; a trace never loads code: pass --variant FILE.py") from None
     try:
-        res = run_schedule(scn, variant, data["dpamt"], data["seed"], choices=choices, history=True)
+        res = run_schedule(scn, variant, data["dpamt"], data["seed"], choices=choices, history=True,
+                           observe=observe)
     except ReplayDivergence as e:
         raise TraceError(f"{where}: does not replay on this model: {e}") from None
     if len(res.choices) != len(choices):

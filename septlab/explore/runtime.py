@@ -80,6 +80,9 @@ class Runtime:
         self.log: list[tuple[int, str, str]] | None = None  # (step, task, what) when asked for
         self.tick: Any = None  # called with the step count every TICK steps (progress of long runs)
         self.watch: Any = None  # called with the step count every 64 steps (the lockup detectors)
+        # called as observe(thread, True) before and observe(thread, False) after every step (even one that
+        # ends the run): `septlab explain` records what each step touched (explore/footprint.py)
+        self.observe: Any = None
 
     def _choose(self, kind: str, n: int) -> int:
         i = self.chooser.choose(kind, n)
@@ -97,6 +100,7 @@ class Runtime:
         activate(getattr(host, "patches", None))  # this world's variant's kernel-function patches
         threads = self.threads
         faults = self.faults
+        observe = self.observe
         self.start()
         status = "done"
         crash = ""
@@ -136,12 +140,17 @@ class Runtime:
                 if self.log is not None:
                     self.log.append((self.step, task.name, op.what or repr(op)))  # type: ignore[union-attr]
                 self.step += 1
+                if observe is not None:
+                    observe(t, True)
                 try:
                     t.op = t.gen.send(inj)
                 except StopIteration:
                     t.done = True
                     task.done = True
                     task.last_progress = self.step
+                finally:
+                    if observe is not None:
+                        observe(t, False)
         except Stop:
             status = "stopped"
         except (ReplayDivergence, KeyboardInterrupt):
