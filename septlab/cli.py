@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from . import __version__
+from .check.explain import HEAD_ROWS, TAIL_ROWS, explain_schedule, explain_trace
 from .check.invariants import INVARIANTS
 from .check.report import render
 from .explore.driver import (
@@ -135,7 +136,7 @@ def _run_common(scenario: str, sets: tuple[str, ...]) -> tuple[Any, dict[str, st
 
 
 def _report_violation(scn: Any, var: Any, dpamt: bool, bad: Any, rate: float, ov: dict[str, str],
-                      trace_dir: Path, minimize: bool) -> tuple[Path, dict[str, Any], str]:
+                      trace_dir: Path, minimize: bool, explain: bool = False) -> tuple[Path, dict[str, Any], str]:
     """Replay the first violating schedule with page histories (proving it replays), print its report.
 
     Returns the trace path and contents; the caller writes it after everything else is printed."""
@@ -151,12 +152,15 @@ def _report_violation(scn: Any, var: Any, dpamt: bool, bad: Any, rate: float, ov
             trace_file = trace_file.with_name(trace_file.stem + "-min.json")
         except KeyboardInterrupt:
             err.print("minimization interrupted: reporting the schedule as found")
-    full = run_schedule(scn, var, dpamt, bad.seed, choices=bad.choices, history=True)
     cmd = f"septlab replay {trace_file}" + (f" --variant {var.source}" if var.source else "")
-    v = full.violations[0] if full.violations else bad.violations[0]
-    out.print(render(v, full.world.host, full.log, cmd,  # type: ignore[union-attr]
-                     f"scenario {scn.name}  variant {var.name}  DPAMT {_mode(dpamt)}  seed {bad.seed}  "
-                     f"explorer random  steps {bad.steps}"))
+    header = (f"scenario {scn.name}  variant {var.name}  DPAMT {_mode(dpamt)}  seed {bad.seed}  "
+              f"explorer random  steps {bad.steps}")
+    text = explain_schedule(scn, var, dpamt, bad.seed, bad.choices, cmd, header) if explain else None
+    if text is None:
+        full = run_schedule(scn, var, dpamt, bad.seed, choices=bad.choices, history=True)
+        v = full.violations[0] if full.violations else bad.violations[0]
+        text = render(v, full.world.host, full.log, cmd, header)  # type: ignore[union-attr]
+    out.print(text)
     return trace_file, trace_json(trace_header(scn, var, dpamt, bad.seed, rate, ov), bad), cmd
 
 
@@ -208,11 +212,13 @@ def _print_result(verdict: Verdict, detail: str, steps: int) -> None:
 @click.option("--trace-dir", default="septlab-traces", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where the trace of the first violating schedule is written.")
 @_schedule_workers
+@click.option("--explain", "explain", is_flag=True, help="Draw the first violation as a race in CPU columns (the "
+              "steps touching its pages, entries and locks), then its report: see `septlab explain`.")
 @click.option("--minimize", is_flag=True, help="Shrink the first violating schedule (ddmin over its preemptions and "
               "injected failures) before reporting it.")
 def run(scenario: str, variant: str, dpamt: bool, seed: int, schedules: int, fault_rate: float | None,
         sets: tuple[str, ...], json_out: Path | None, trace_dir: Path, workers: int, ray_address: str | None,
-        minimize: bool) -> None:
+        explain: bool, minimize: bool) -> None:
     """Run N seeded schedules; report the first violation KASAN/lockdep/WARN-style, with its replay command.
 
     Exit 0: every schedule ran to its end and nothing was violated; 1: an invariant was violated;
@@ -245,7 +251,7 @@ def run(scenario: str, variant: str, dpamt: bool, seed: int, schedules: int, fau
     if batch.first_bad is not None:
         try:
             bad_rate = fault_rate if fault_rate is not None else scn.alternative(batch.first_bad.seed).fault_rate
-            trace = _report_violation(scn, var, dpamt, batch.first_bad, bad_rate, ov, trace_dir, minimize)
+            trace = _report_violation(scn, var, dpamt, batch.first_bad, bad_rate, ov, trace_dir, minimize, explain)
         except KeyboardInterrupt:
             batch.interrupted = True
             trace = None
@@ -275,34 +281,79 @@ def run(scenario: str, variant: str, dpamt: bool, seed: int, schedules: int, fau
     sys.exit(verdict.exit_code)
 
 
-@cli.command()
-@click.argument("trace", type=click.Path(path_type=Path))
-@click.option("--variant", "-v", "variant_file", help="The variant .py file the trace was recorded with (a trace "
-              "names its variant but never loads code by itself).")
-@click.option("--scenario", "-s", help="Scenario file to use instead of the path recorded in the trace (it must "
-              "be the same scenario: its digest is checked).")
-def replay(trace: Path, variant_file: str | None, scenario: str | None) -> None:
-    """Re-run one recorded schedule step for step; print its report.
+_TRACE_VARIANT_HELP = ("The variant .py file the trace was recorded with (a trace names its variant but never "
+                       "loads code by itself).")
+_TRACE_SCENARIO_HELP = ("Scenario file to use instead of the path recorded in the trace (it must be the same "
+                        "scenario: its digest is checked).")
 
-    Exit 1 if it violates an invariant (as recorded), 0 if it completes cleanly, 4 if it was a bounded
-    run, 2 if the trace is unusable or does not replay on this model (edited, truncated, other
-    variant, scenario or septlab version)."""
-    data, res = replay_trace(trace, variant_file, scenario)
-    cmd = f"septlab replay {trace}" + (f" --variant {variant_file}" if variant_file else "")
+
+def _check_replayed(trace: Path, data: dict[str, Any], res: Any) -> None:
+    """A replay must reproduce what the trace recorded (else the trace is not this model's: exit 2)."""
     if res.status == "crash":
         raise ModelCrash(f"model crashed while replaying {trace}: {res.crash.splitlines()[-1] if res.crash else '?'}")
-    for v in res.violations[:1]:
-        out.print(render(v, res.world.host, res.log, cmd,  # type: ignore[union-attr]
-                         f"scenario {data['scenario']}  variant {data['variant']}  DPAMT {_mode(data['dpamt'])}"
-                         f"  seed {data['seed']}  explorer replay  steps {res.steps}"))
     got = [v.invariant for v in res.violations]
     want = [v["invariant"] for v in data.get("violations", [])]
     if got != want or res.steps != data["steps"] or res.metrics != data.get("metrics", res.metrics):
         raise TraceError(f"{printable(trace)}: does not replay on this model: recorded {want} in {data['steps']} "
                          f"steps, got {got} in {res.steps}")
+
+
+@cli.command()
+@click.argument("trace", type=click.Path(path_type=Path))
+@click.option("--variant", "-v", "variant_file", help=_TRACE_VARIANT_HELP)
+@click.option("--scenario", "-s", help=_TRACE_SCENARIO_HELP)
+@click.option("--explain", "explain", is_flag=True, help="Print the violation as `septlab explain` does: the race in "
+              "CPU columns, then the report.")
+def replay(trace: Path, variant_file: str | None, scenario: str | None, explain: bool) -> None:
+    """Re-run one recorded schedule step for step; print its report.
+
+    Exit 1 if it violates an invariant (as recorded), 0 if it completes cleanly, 4 if it was a bounded
+    run, 2 if the trace is unusable or does not replay on this model (edited, truncated, other
+    variant, scenario or septlab version)."""
+    if explain:
+        data, res, text = explain_trace(trace, variant_file, scenario)
+    else:
+        data, res = replay_trace(trace, variant_file, scenario)
+        text = None
+    cmd = f"septlab replay {trace}" + (f" --variant {variant_file}" if variant_file else "")
+    _check_replayed(trace, data, res)
+    for v in res.violations[:1]:
+        out.print(text or render(v, res.world.host, res.log, cmd,  # type: ignore[union-attr]
+                                 f"scenario {data['scenario']}  variant {data['variant']}  DPAMT "
+                                 f"{_mode(data['dpamt'])}  seed {data['seed']}  explorer replay  steps {res.steps}"))
     out.print(f"replayed {res.steps} steps of {trace}: same violations, same metrics")
     _print_result(res.verdict, f"{res.steps} steps, no invariant violated", res.steps)
     sys.exit(res.verdict.exit_code)
+
+
+@cli.command()
+@click.argument("trace", type=click.Path(path_type=Path))
+@click.option("--variant", "-v", "variant_file", help=_TRACE_VARIANT_HELP)
+@click.option("--scenario", "-s", help=_TRACE_SCENARIO_HELP)
+@click.option("--all", "show_all", is_flag=True, help="Draw every step touching the objects (default: the first "
+              f"{HEAD_ROWS} and the last {TAIL_ROWS}).")
+def explain(trace: Path, variant_file: str | None, scenario: str | None, show_all: bool) -> None:
+    """Explain a counterexample as a kernel developer draws a race, ready to paste into a reply.
+
+    Replays TRACE (as `septlab replay` does, with the same checks) while recording what every step read
+    and wrote, then prints the violation as CPU columns -- one per task, one row per step that touched
+    an object the violation is about (its pages, the SPTEs of its guest frame, its locks), each step by
+    the kernel function that ran it -- followed by the kernel-style report (KASAN, lockdep, WARN) and
+    the command that replays it.
+
+    \b
+    Example:
+      septlab run -s seed -v bug-busy-no-retry --dpamt --seed 1
+      septlab explain septlab-traces/seed-bug-busy-no-retry-dpamt-seed1.json
+
+    Exit 0 when it explained a violation; 2 if the trace is unusable, does not replay on this model, or
+    records no violation (nothing to explain)."""
+    data, res, text = explain_trace(trace, variant_file, scenario, show_all)
+    _check_replayed(trace, data, res)
+    if text is None:
+        raise TraceError(f"{printable(trace)}: field 'violations': the trace violates no invariant: nothing to explain "
+                         "(`septlab replay` re-runs it)")
+    out.print(text)
 
 
 def _compare_rows(scn: Any, variants: list[Any], modes: list[bool], schedules: int, seed: int,
@@ -477,6 +528,8 @@ def _verdict(rows: list[Batch]) -> str:
               help="Seconds between checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint.")
 @click.option("--overwrite-checkpoint", is_flag=True, help="Start a new search even if --checkpoint exists.")
+@click.option("--explain", "explain", is_flag=True, help="Print the counterexample as `septlab explain` does: the race "
+              "in CPU columns (only the steps touching the violation's pages, entries and locks), then the report.")
 @click.option("--coverage", "show_coverage", is_flag=True, help="Print what the search reached (SEAMCALL x entry state, steps, events).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
 @click.option("--trace-dir", default="septlab-traces", show_default=True, type=click.Path(file_okay=False, path_type=Path))
@@ -489,7 +542,7 @@ def _verdict(rows: list[Batch]) -> str:
 def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: str, max_steps: int | None,
           preemptions: int | None, liveness: str, por: str, full: bool, full_states: bool, sets: tuple[str, ...],
           time_limit: float | None, checkpoint: Path | None, checkpoint_every: float, resume: bool,
-          overwrite_checkpoint: bool, show_coverage: bool, json_out: Path | None, trace_dir: Path,
+          overwrite_checkpoint: bool, explain: bool, show_coverage: bool, json_out: Path | None, trace_dir: Path,
           workers: int, ray_address: str | None) -> None:
     """Explore every schedule of a small configuration: thread order, injected SEAMCALL failures and
     grace-period ends; with --liveness on (the default), also every fair cycle on which a task starves.
@@ -608,6 +661,9 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
         kind = "shortest (BFS)" if strategy == "bfs" else "first found (DFS)"
         w = full_run.world
         vv = full_run.violations[0] if full_run.violations else v
+        head = (f"scenario {scn.name}  variant {var.name}  DPAMT {_mode(dpamt)}  explorer "
+                f"check/{strategy}  states {st.states:,}")
+        text = explain_schedule(scn, var, dpamt, 0, res.choices, cmd, head) if explain else None
         if lasso:
             n = lasso["loop"]
             out.print(f"\nliveness counterexample (lasso): {lasso['prefix']} transitions to the loop, then "
@@ -618,10 +674,9 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
             out.print(f"replayed {full_run.steps:,} steps: the detector reports {vv.invariant}:")
         else:
             out.print(f"\ncounterexample: {len(res.path)} transitions, {full_run.steps} steps, {kind}")
-            out.print(render_timeline(full_run.log or [], task_names(w), vv.step))  # type: ignore[arg-type]
-        out.print(render(vv, w.host, None, cmd,  # type: ignore[union-attr]
-                         f"scenario {scn.name}  variant {var.name}  DPAMT {_mode(dpamt)}  explorer "
-                         f"check/{strategy}  states {st.states:,}"))
+            if text is None:
+                out.print(render_timeline(full_run.log or [], task_names(w), vv.step))  # type: ignore[arg-type]
+        out.print(text or render(vv, w.host, None, cmd, head))  # type: ignore[union-attr]
         out.print(f"result: violated: invariant '{v.invariant}'; replay: {cmd}")
     elif res.complete:
         out.print(f"result: complete: every invariant holds in all {st.states:,} reachable states")

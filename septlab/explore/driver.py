@@ -59,8 +59,9 @@ class RunResult:
 def run_schedule(scn: Scenario, variant: Variant, dpamt: bool, seed: int, *, fault_rate: float | None = None,
                  choices: list[tuple[int, int]] | None = None, history: bool | None = None,
                  stop_on_fatal: bool = True, tick: Callable[[int], None] | None = None,
-                 observe: Callable[[Any, bool], None] | None = None) -> RunResult:
-    """One schedule: seeded random choices, or a recorded choice list.
+                 observer: Callable[[World], Callable[[Any, bool], None]] | None = None) -> RunResult:
+    """One schedule: seeded random choices, or a recorded choice list. `observer(world)`, if given,
+    returns the hook the runtime calls around every step (Runtime.observe).
 
     A schedule cut off by the scenario's `max_steps` is `bounded`: the end-of-run invariants (leaks,
     PAMT balance, deadlock) cannot be evaluated on a run that has not ended, so it is never a pass."""
@@ -74,7 +75,7 @@ def run_schedule(scn: Scenario, variant: Variant, dpamt: bool, seed: int, *, fau
     if world.host.history is not None:
         rt.log = []
     rt.tick = tick
-    rt.observe = observe
+    rt.observe = observer(world) if observer is not None else None
     dog = Watchdog(checker, world.threads, Thresholds.for_scenario(scn.steps_per_second))
     dog.log = rt.log
     rt.watch = dog.scan
@@ -276,7 +277,8 @@ def load_trace(path: Path) -> tuple[dict[str, Any], list[tuple[int, int]]]:
 
 
 def replay_trace(path: Path, variant_file: str | None = None, scenario: str | None = None,
-                 observe: Callable[[Any, bool], None] | None = None) -> tuple[dict[str, Any], RunResult]:
+                 observer: Callable[[World], Callable[[Any, bool], None]] | None = None,
+                 ) -> tuple[dict[str, Any], RunResult]:
     """Re-run a trace's schedule. Its variant is looked up by name; a user's variant file is loaded only
     if given here (from the command line), and must carry the name the trace recorded."""
     data, choices = load_trace(path)
@@ -305,7 +307,7 @@ def replay_trace(path: Path, variant_file: str | None = None, scenario: str | No
                              f"{hint}; a trace never loads code: pass --variant FILE.py") from None
     try:
         res = run_schedule(scn, variant, data["dpamt"], data["seed"], choices=choices, history=True,
-                           observe=observe)
+                           observer=observer)
     except ReplayDivergence as e:
         raise TraceError(f"{where}: does not replay on this model: {e}") from None
     if len(res.choices) != len(choices):
