@@ -49,6 +49,7 @@ from .explore.verdict import (
 )
 from .host.page_alloc import EXTERNAL_SPT, OWNER_NAMES
 from .outputs import OutputError, check_output_path, check_plot_path, printable, safe_filename, write_json_atomic
+from .report.html import ReportInputError
 from .scenarios import ScenarioError, builtin_descriptions, load_scenario
 from .variants import REGISTRY_WARNINGS, VariantError, get_variant, registry, resolve_variants
 
@@ -375,12 +376,19 @@ def _compare_rows(scn: Any, variants: list[Any], modes: list[bool], schedules: i
     return rows, False
 
 
-def _row_json(b: Batch) -> dict[str, Any]:
+def _row_json(b: Batch, trace: Path | None = None) -> dict[str, Any]:
+    """One compare row as JSON: verdict, metrics, the memory answer (metrics/memory.py) with the curves
+    `septlab report` plots, and the first violating schedule's trace."""
+    from .metrics.memory import memory_answer
+
     m = dict(b.metrics)
     if b.done:
         m["retained_page_steps_mean"] = round(m.get("retained_page_steps", 0) / b.done, 3)
-    return {"variant": b.variant.name, "dpamt": b.dpamt, "schedules": b.done, "schedules_requested": b.total,
-            "schedules_bounded": b.bounded, **b.verdict.as_json(), "violations": b.violation_counts(), "metrics": m}
+    return {"variant": b.variant.name, "variant_file": b.variant.source or None, "dpamt": b.dpamt,
+            "schedules": b.done, "schedules_requested": b.total, "schedules_bounded": b.bounded,
+            **b.verdict.as_json(), "violations": b.violation_counts(), "metrics": m,
+            "memory": memory_answer(b.metrics, b.done, b.retained_series, b.first_series or []),
+            "trace": str(trace) if trace else None}
 
 
 def compare_table(scenario: str, schedules: int, seed: int, rows: list[Batch], width: int | None) -> Table:
@@ -437,12 +445,15 @@ def compare_table(scenario: str, schedules: int, seed: int, rows: list[Batch], w
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Picture of the answer (.png, .svg or .pdf): S-EPT pages held after RECLAIM, and each design's "
               "cost and verdict.")
+@click.option("--trace-dir", default="septlab-traces", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where each violating row's first violating schedule is saved as a trace (`septlab replay`, "
+              "`septlab explain`, `septlab report` read it).")
 @_schedule_workers
 @click.option("--fail-on-violation", is_flag=True, help="Exit 1 if any row violates an invariant (4 if none does "
               "but some row is bounded): for CI. Without it compare exits 0 once its table is printed.")
 def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int, fault_rate: float | None,
-            sets: tuple[str, ...], json_out: Path | None, plot: Path | None, workers: int, ray_address: str | None,
-            fail_on_violation: bool) -> None:
+            sets: tuple[str, ...], json_out: Path | None, plot: Path | None, trace_dir: Path | None, workers: int,
+            ray_address: str | None, fail_on_violation: bool) -> None:
     """Compare designs: one row per (variant, DPAMT) with its result and memory metrics.
 
     Exit status: 0 once the table is printed (violations are the answer, not an error), unless
@@ -450,7 +461,9 @@ def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int,
     if json_out:
         check_output_path(json_out, "--json")
     fmt = check_plot_path(plot) if plot else ""
-    scn, _ = _run_common(scenario, sets)
+    if trace_dir is not None:
+        check_output_path(trace_dir, "--trace-dir", directory=True)
+    scn, ov = _run_common(scenario, sets)
     names = [n.strip() for n in variants.split(",") if n.strip()]
     if not names:
         raise BadInput("--variants: give at least one variant name")
@@ -462,9 +475,21 @@ def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int,
     out.print(_verdict(rows))
     if interrupted:
         out.print(f"interrupted: {len(rows)} of {len(vars_) * len(modes)} rows started; the last is partial")
+    traces: dict[int, Path] = {}
+    for i, b in enumerate(rows):  # each violating row's first violating schedule, to replay or explain
+        if b.first_bad is not None and trace_dir is not None:
+            bad = b.first_bad
+            rate = fault_rate if fault_rate is not None else scn.alternative(bad.seed).fault_rate
+            traces[i] = _trace_path(trace_dir, Path(scn.name).stem, b.variant.name, "dpamt" if b.dpamt else "",
+                                    f"seed{bad.seed}")
+            write_json_atomic(traces[i], trace_json(trace_header(scn, b.variant, b.dpamt, bad.seed, rate, ov), bad),
+                              "trace")
+    if traces:
+        err.print(f"traces of the first violating schedules: {', '.join(str(p) for p in traces.values())}")
     if json_out:
-        write_json_atomic(json_out, {"scenario": scn.name, "interrupted": interrupted,
-                                     "results": [_row_json(b) for b in rows]}, "--json")
+        write_json_atomic(json_out, {"septlab": __version__, "command": "compare", "scenario": scn.name,
+                                     "schedules": schedules, "seed": seed, "set": ov, "interrupted": interrupted,
+                                     "results": [_row_json(b, traces.get(i)) for i, b in enumerate(rows)]}, "--json")
     if plot:
         from .metrics.plot import PlotRow, plot_compare
 
@@ -797,6 +822,33 @@ def conformance(json_out: Path | None, mismatches_only: bool) -> None:
 
 
 @cli.command()
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for index.html and the PNGs it embeds (created if missing).")
+@click.option("--no-explain", is_flag=True, help="Leave out the counterexamples (no trace is re-run).")
+def report(results: Path, out_dir: Path, no_explain: bool) -> None:
+    """Write an HTML report of a comparison: one self-contained page to attach to a review.
+
+    RESULTS is the JSON of `septlab compare --json`. The page (DIR/index.html) holds the verdict of each
+    design, the comparison table with the memory answer (peak MiB of S-EPT pages held after RECLAIM,
+    grace periods held, DPAMT pages), the plots embedded (also written as DIR/answer.png and
+    DIR/memory.png), and each violating design's first counterexample explained as `septlab explain`
+    prints it (race diagram, kernel-style report, page histories). Styles are inline and nothing is
+    fetched: the page can be mailed or archived as it is.
+
+    \b
+    Example:
+      septlab compare -s seed --variants rcu-free,tdx-free --json results.json
+      septlab report results.json --out report/
+
+    Exit 0 when written; 2 if RESULTS is not a compare result or DIR cannot be written."""
+    from .report.html import build_report
+
+    page = build_report(results, out_dir, explain=not no_explain)
+    out.print(f"report: {page} (plots: {out_dir / 'answer.png'}, {out_dir / 'memory.png'})")
+
+
+@cli.command()
 def scenarios() -> None:
     """List built-in scenarios (or pass your own YAML file to --scenario)."""
     t = Table(title="built-in scenarios")
@@ -820,7 +872,7 @@ def invariants() -> None:
     out.print(t)
 
 
-USER_ERRORS = (ScenarioError, VariantError, TraceError, BadInput, CheckpointError, OutputError)
+USER_ERRORS = (ScenarioError, VariantError, TraceError, BadInput, CheckpointError, OutputError, ReportInputError)
 
 
 def _fail(code: int, msg: str) -> None:

@@ -53,6 +53,11 @@ def mean_curve(runs: list[list[tuple[int, int]]]) -> tuple[list[int], list[float
 
 
 def plot_compare(path: Path, fmt: str, scenario: str, schedules: int, rows: list[PlotRow]) -> None:
+    write_atomic(path, compare_figure(fmt, scenario, schedules, rows), "--plot")
+
+
+def compare_figure(fmt: str, scenario: str, schedules: int, rows: list[PlotRow]) -> bytes:
+    """The picture, as bytes of the given format (png, svg, pdf)."""
     import io
 
     import matplotlib
@@ -88,4 +93,4 @@ def plot_compare(path: Path, fmt: str, scenario: str, schedules: int, rows: list
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt)
     plt.close(fig)
-    write_atomic(path, buf.getvalue(), "--plot")
+    return buf.getvalue()
