@@ -9,6 +9,7 @@ file is loaded only when the user gives it on the command line. Files are writte
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -31,6 +32,10 @@ from .runtime import ReplayDivergence, Runtime
 from .verdict import Verdict, batch_verdict, schedule_verdict
 
 TRACE_FORMAT = 2
+# A batch remembers up to MEMO_RUNS schedules of at most MEMO_CHOICES choices and does not re-run a seed
+# that would repeat one of them (same_schedule): checking a seed costs a few random draws per remembered run.
+MEMO_RUNS = 16
+MEMO_CHOICES = 256
 TRACE_MAX_BYTES = 64 << 20  # a trace is a choice list: 64 MiB is ~10^7 choices
 
 
@@ -54,6 +59,28 @@ class RunResult:
     checker: Checker | None = field(default=None, repr=False)
     verdict: Verdict = field(default_factory=lambda: Verdict("complete"))
     retained: list[tuple[int, int]] | None = None  # the retained-page series, when `checker` is not kept
+    kinds: str = ""  # the kind of each choice of a seeded run: "s" scheduling, "f" fault (see same_schedule)
+
+
+class _KindRecorder(RandomChooser):
+    """A RandomChooser that also notes which kind of question each choice answered."""
+
+    def __init__(self, seed: int, fault_rate: float) -> None:
+        super().__init__(seed, fault_rate)
+        self.kinds: list[str] = []
+
+    def choose(self, kind: str, n: int) -> int:
+        self.kinds.append("f" if kind == "fault" else "s")
+        return super().choose(kind, n)
+
+
+def same_schedule(seed: int, fault_rate: float, kinds: str, choices: list[tuple[int, int]]) -> bool:
+    """Would seed `seed` make exactly the choices of a run that asked these questions? The run is
+    deterministic given its answers (each question depends only on the answers before it), so if the
+    seed's random stream gives every recorded answer, its run is that run, step for step -- a scenario
+    with few choice points (one vCPU booting and tearing down a TD) has few distinct schedules."""
+    c = RandomChooser(seed, fault_rate)
+    return all(c.choose("fault" if k == "f" else "sched", n) == i for k, (n, i) in zip(kinds, choices, strict=True))
 
 
 def run_schedule(scn: Scenario, variant: Variant, dpamt: bool, seed: int, *, fault_rate: float | None = None,
@@ -70,7 +97,7 @@ def run_schedule(scn: Scenario, variant: Variant, dpamt: bool, seed: int, *, fau
     world = build_world(scn, variant, dpamt, checker, history)
     checker.attach(world)
     rate = scn.fault_rate if fault_rate is None else fault_rate
-    chooser = ReplayChooser(choices) if choices is not None else RandomChooser(seed, rate)
+    chooser = ReplayChooser(choices) if choices is not None else _KindRecorder(seed, rate)
     rt = Runtime(world.host, world.threads, chooser, scn.faults, scn.max_steps, scn.max_faults)
     if world.host.history is not None:
         rt.log = []
@@ -83,7 +110,8 @@ def run_schedule(scn: Scenario, variant: Variant, dpamt: bool, seed: int, *, fau
     checker.finish(out.status, out.steps, out.blocked)
     verdict = schedule_verdict(out.status, (v.invariant for v in checker.violations), scn.max_steps)
     return RunResult(seed, out.status, out.steps, out.choices, checker.violations, checker.metrics.as_json(),
-                     checker.metrics.series, len(checker.expected), out.crash, rt.log, world, checker, verdict)
+                     checker.metrics.series, len(checker.expected), out.crash, rt.log, world, checker, verdict,
+                     kinds="".join(chooser.kinds) if isinstance(chooser, _KindRecorder) else "")
 
 
 class ModelCrash(Exception):
@@ -187,13 +215,30 @@ class _Chunk:
     tick: Callable[[int], None] | None = None
     portable: bool = True  # the result crosses a process boundary
 
+    memo: list[RunResult] = field(default_factory=list)  # distinct schedules run so far (see same_schedule)
+
     def __call__(self, rng: range) -> list[RunResult]:
         from .cluster import variant_from
 
         var = variant_from(self.variant)
-        out = [run_schedule(self.scn, var, self.dpamt, self.seed + i, fault_rate=self.fault_rate,
-                            history=self.history, tick=self.tick) for i in rng]
+        out = []
+        for i in rng:
+            r = self._known(self.seed + i)
+            if r is None:
+                r = run_schedule(self.scn, var, self.dpamt, self.seed + i, fault_rate=self.fault_rate,
+                                 history=self.history, tick=self.tick)
+                if not self.scn.swarm and len(r.choices) <= MEMO_CHOICES and len(self.memo) < MEMO_RUNS:
+                    self.memo.append(r)
+            out.append(r)
         return [_portable(r) for r in out] if self.portable else out
+
+    def _known(self, seed: int) -> RunResult | None:
+        """A schedule already run that this seed would repeat exactly (its result, under this seed)."""
+        rate = self.scn.fault_rate if self.fault_rate is None else self.fault_rate
+        for r in self.memo:
+            if same_schedule(seed, rate, r.kinds, r.choices):
+                return dataclasses.replace(r, seed=seed)
+        return None
 
 
 def _portable(r: RunResult) -> RunResult:
