@@ -146,6 +146,9 @@ class Involved:
     gfns: set[int]
     locks: set[str]  # canonical lock names
     sps: set[int]  # kvm_mmu_page ids whose spt/external_spt is one of `pfns`
+    own_locks: set[str] = field(default_factory=set)  # held by the violating task (drawn for it alone)
+    task: str = ""
+    regions: set[int] = field(default_factory=set)  # 2 MiB regions (pfn >> 9) of a PAMT refcount report
 
     def describe(self, rec: Recording) -> str:
         parts = []
@@ -153,7 +156,8 @@ class Involved:
             owners = [f"sp#{s}" for s in sorted(self.sps) if p in rec.sp_pfns.get(s, ())]
             parts.append(f"pfn {p:#x}" + (f" ({', '.join(owners)})" if owners else ""))
         parts += [f"gfn {g:#x}" for g in sorted(self.gfns)]
-        parts += sorted(self.locks)
+        parts += [f"2M region {r:#x}" for r in sorted(self.regions)]
+        parts += sorted(self.locks) + [f"{n} (held by {self.task})" for n in sorted(self.own_locks - self.locks)]
         return ", ".join(parts) or "nothing named by the report"
 
 
@@ -181,7 +185,14 @@ def involved(v: Violation, rec: Recording) -> Involved:
     sps = {s for s, pf in rec.sp_pfns.items() if pf & pfns}
     if isinstance(d.get("sp"), int):
         sps.add(d["sp"])
-    return Involved(pfns, gfns, locks, sps)
+    own = set()
+    for entry in d.get("held") or ():  # lockdep_print_held_locks(): "(&kvm->mmu_lock){++++}-{3:3}", where
+        name = str(entry[0] if isinstance(entry, (list, tuple)) else entry)
+        cls = name[1:name.index(")")] if name.startswith("(") and ")" in name else name
+        if cls in rec.locks:
+            own.add(rec.locks[cls])
+    regions = {d["region"]} if isinstance(d.get("region"), int) and "refcount" in d else set()
+    return Involved(pfns, gfns, locks, sps, own, v.task, regions)
 
 
 def _entry_gfns(rec: Recording, sp_id: int, idx: Any) -> range | None:
@@ -193,12 +204,17 @@ def _entry_gfns(rec: Recording, sp_id: int, idx: Any) -> range | None:
     return range(gfn + idx * n, gfn + (idx + 1) * n)
 
 
-def touches(key: tuple, inv: Involved, rec: Recording, write: bool) -> bool:
-    """Does a footprint key (object, attribute[, element]) belong to an involved object?"""
+_REGION_OWNERS = frozenset({"Pamt", "TdxHost", "TdxPamtCache"})  # state keyed by 2 MiB region
+
+
+def touches(key: tuple, inv: Involved, rec: Recording, write: bool, task: str = "") -> bool:
+    """Does a footprint key (object, attribute[, element]) of a step of `task` belong to an involved object?"""
     obj = key[0]
     tag = obj[0] if isinstance(obj, tuple) and obj else None
     if tag == "lock":
-        return write and obj[1] in inv.locks
+        return write and (obj[1] in inv.locks or (task == inv.task and obj[1] in inv.own_locks))
+    if tag in _REGION_OWNERS and len(key) == 3 and key[2] in inv.regions:
+        return True
     if tag == "sp":
         if obj[1] in inv.sps:
             return True
@@ -221,8 +237,8 @@ def relevant(rec: Recording, v: Violation, inv: Involved) -> list[StepRecord]:
     """The steps up to the violation touching an involved object, and the violating step."""
     out = []
     for s in rec.steps[: v.step + 1]:
-        if s.step == v.step or any(touches(k, inv, rec, True) for k in s.writes) or \
-                any(touches(k, inv, rec, False) for k in s.reads):
+        if s.step == v.step or any(touches(k, inv, rec, True, s.task) for k in s.writes) or \
+                any(touches(k, inv, rec, False, s.task) for k in s.reads):
             out.append(s)
     return out
 
