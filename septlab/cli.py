@@ -48,7 +48,15 @@ from .explore.verdict import (
     Verdict,
 )
 from .host.page_alloc import EXTERNAL_SPT, OWNER_NAMES
-from .outputs import OutputError, check_output_path, check_plot_path, printable, safe_filename, write_json_atomic
+from .outputs import (
+    OutputError,
+    check_output_path,
+    check_plot_path,
+    printable,
+    safe_filename,
+    write_atomic,
+    write_json_atomic,
+)
 from .report.html import ReportInputError
 from .scenarios import ScenarioError, builtin_descriptions, load_scenario
 from .variants import REGISTRY_WARNINGS, VariantError, get_variant, registry, resolve_variants
@@ -393,14 +401,20 @@ def _row_json(b: Batch, trace: Path | None = None) -> dict[str, Any]:
 
 def compare_table(scenario: str, schedules: int, seed: int, rows: list[Batch], width: int | None) -> Table:
     """The comparison, readable at 80 columns: the secondary counters only when the terminal is wide."""
+    from .metrics.memory import human_size, memory_answer
+
     wide = width is None or width >= 130
     t = Table(title=f"septlab compare: scenario {scenario}, {schedules} schedules each, seeds {seed}.."
                     f"{seed + schedules - 1}", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     t.add_column("variant", no_wrap=True)
     t.add_column("DPAMT", justify="center", no_wrap=True)
     t.add_column("violations\n(schedules)", min_width=16)
-    cols = [("peak\npages", "peak_pages"), ("S-EPT held\npage-steps", "retained_page_steps"),
-            ("…grace\nperiods", "retained_page_gps"), ("peak\nPAMT refs", "peak_pamt_refs")]
+    # the memory answer first (metrics/memory.py): the most reclaimed S-EPT memory not yet freed, how many
+    # grace periods a reclaimed page waited, DPAMT backing pages; then the counters
+    cols = [("held after\nRECLAIM", "held_peak"), ("…grace\nperiods", "held_gps"),
+            ("S-EPT held\npage-steps", "retained_page_steps"), ("DPAMT\npages", "pamt_mem")]
+    if wide:
+        cols += [("peak\npages", "peak_pages"), ("peak\nPAMT refs", "peak_pamt_refs")]
     if wide and any(b.metrics.get("splits") for b in rows):  # huge pages: what splitting costs
         cols += [("2M\nsplits", "splits"), ("split PAMT\npages", "split_pamt_pages"),
                  ("peak S-EPT\npages", "peak_sept")]
@@ -425,6 +439,11 @@ def compare_table(scenario: str, schedules: int, seed: int, rows: list[Batch], w
                 vals.append(f"{m.get('pamt_add', 0)}/{m.get('pamt_remove', 0)}")
             elif key == "seamcalls":
                 vals.append(str(sum(m.get("seamcalls", {}).values())))
+            elif key in ("held_peak", "held_gps", "pamt_mem"):
+                ans = memory_answer(m, b.done, b.retained_series, [])
+                vals.append(human_size(ans["peak_retained_pages"]) if key == "held_peak" else
+                            f"{ans['held_grace_periods_mean']:g}" if key == "held_gps" else
+                            human_size(ans["peak_pamt_pages"]))
             elif key == "peak_sept":
                 vals.append(str(m.get("peak_pages_by_owner", {}).get(OWNER_NAMES[EXTERNAL_SPT], 0)))
             else:
@@ -444,7 +463,7 @@ def compare_table(scenario: str, schedules: int, seed: int, rows: list[Batch], w
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Picture of the answer (.png, .svg or .pdf): S-EPT pages held after RECLAIM, and each design's "
-              "cost and verdict.")
+              "cost and verdict; beside it NAME-memory.png: host memory over time and the peak extra memory held.")
 @click.option("--trace-dir", default="septlab-traces", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where each violating row's first violating schedule is saved as a trace (`septlab replay`, "
               "`septlab explain`, `septlab report` read it).")
@@ -498,7 +517,12 @@ def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int,
                         ", ".join(f"{k} {100 * n // max(b.done, 1)}%" for k, n in b.counts.items()),
                         bool(b.counts)) for b in rows]
         plot_compare(plot, fmt, scn.name, schedules, prow)
-        err.print(f"plot: {plot}")
+        from .report.html import memory_figure
+
+        mem_plot = plot.with_name(plot.stem + "-memory" + plot.suffix)
+        write_atomic(mem_plot, memory_figure({"scenario": scn.name, "results": [_row_json(b) for b in rows]}, fmt),
+                     "--plot")
+        err.print(f"plot: {plot}, host memory over time: {mem_plot}")
     if interrupted:
         sys.exit(EXIT_INTERRUPTED)
     if fail_on_violation:
@@ -508,6 +532,8 @@ def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int,
 
 
 def _verdict(rows: list[Batch]) -> str:
+    from .metrics.memory import human_size, memory_answer
+
     lines = ["", "What the model says:"]
     for b in rows:
         m = b.metrics
@@ -518,9 +544,11 @@ def _verdict(rows: list[Batch]) -> str:
         elif v.kind == BOUNDED:
             lines.append(tag + f"NOT shown safe: {v.why}")
         else:
+            ans = memory_answer(m, b.done, b.retained_series, [])
             lines.append(tag + f"safe in {b.done} schedules; reclaimed S-EPT pages held "
                          f"{round(m.get('retained_page_steps', 0) / b.done, 3)} page-steps per schedule before "
-                         "being freed")
+                         f"being freed (at most {human_size(ans['peak_retained_pages'])} at once, "
+                         f"{ans['held_grace_periods_mean']:g} grace periods each on average)")
     return "\n".join(lines)
 
 

@@ -23,6 +23,18 @@ def mib(pages: float) -> float:
     return round(pages * PAGE_BYTES / MIB, 3)
 
 
+def human_size(pages: int) -> str:
+    """Pages as the size a reviewer quotes: 0, 16 KiB, 1.5 MiB, 128 MiB, 2.0 GiB."""
+    b = pages * PAGE_BYTES
+    if b == 0:
+        return "0"
+    if b < MIB:
+        return f"{b >> 10} KiB"
+    if b < 1 << 30:
+        return f"{b / MIB:.1f} MiB" if b < 100 * MIB else f"{b // MIB} MiB"
+    return f"{b / (1 << 30):.1f} GiB"
+
+
 def thin(series: list[tuple[int, int]] | list[list[int]], points: int = CURVE_POINTS) -> list[list[float]]:
     """At most `points` points of a step series, keeping each bucket's maximum (a peak is never thinned
     away) and the last point."""

@@ -68,11 +68,11 @@ def _label(r: dict[str, Any]) -> str:
     return f"{r['variant']}{' +DPAMT' if r['dpamt'] else ''}"
 
 
-def _png(fig: Any) -> bytes:
+def _png(fig: Any, fmt: str = "png") -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format=fmt)
     plt.close(fig)
     return buf.getvalue()
 
@@ -90,6 +90,10 @@ def answer_png(data: dict[str, Any]) -> bytes:
 
 
 def memory_png(data: dict[str, Any]) -> bytes:
+    return memory_figure(data, "png")
+
+
+def memory_figure(data: dict[str, Any], fmt: str) -> bytes:
     """Host memory over time (the first schedule of each design) and the memory answer as bars."""
     import matplotlib
 
@@ -122,7 +126,7 @@ def memory_png(data: dict[str, Any]) -> bytes:
     bx.grid(alpha=0.3, axis="x")
     fig.suptitle(f"septlab compare: scenario {data.get('scenario', '?')}: memory")
     fig.tight_layout()
-    return _png(fig)
+    return _png(fig, fmt)
 
 
 _CSS = """
