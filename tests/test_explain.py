@@ -108,3 +108,15 @@ def test_explain_refuses_a_clean_trace(tmp_path, capsys):
         main(["explain", str(path)])
     assert e.value.code == 2
     assert "nothing to explain" in capsys.readouterr().err
+
+
+def test_check_explain_draws_the_counterexample(tmp_path, capsys):
+    from septlab.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["check", "--scenario", "boot-teardown", "--variant", "bug-frozen-on-hook-failure", "--explain",
+              "--trace-dir", str(tmp_path)])
+    assert e.value.code == 1
+    out = capsys.readouterr().out
+    assert "septlab explain: 'frozen-spte-left'" in out and "tdx_sept_map_nonleaf_spte(): TDH.MEM.SEPT.ADD" in out
+    assert "the steps touching pfn" in out and "explorer check/bfs" in out
