@@ -101,45 +101,72 @@ class Runtime:
         threads = self.threads
         faults = self.faults
         observe = self.observe
+        choose = self._choose
+        max_steps = self.max_steps
+        max_faults = self.max_faults
         self.start()
         status = "done"
         crash = ""
+        # The unfinished threads in thread order (a finished one never runs again), and whether one of
+        # them is not a daemon: kept as threads finish instead of recomputed every step, the per-step
+        # work is one enabledness test per unfinished thread (op_enabled(), inlined: this loop runs
+        # once per modelled step, tens of millions of times at real sizes).
+        live = [t for t in threads if not t.done]
+        waiting = sum(not t.task.daemon for t in live)  # unfinished non-daemon threads
+        step = self.step
         try:
             while True:
-                live = [t for t in threads if not t.done]
-                enabled = [t for t in live if op_enabled(t.op)]  # type: ignore[arg-type]
+                enabled = []
+                for t in live:
+                    op = t.op
+                    k = op.kind  # type: ignore[union-attr]
+                    if k == OP_RUN or k == OP_SEAMCALL:
+                        enabled.append(t)
+                    elif k == OP_WAIT:
+                        if op.obj():  # type: ignore[union-attr]
+                            enabled.append(t)
+                    elif k == OP_SPIN_LOCK:
+                        if op.obj.owner is None:  # type: ignore[union-attr]
+                            enabled.append(t)
+                    elif k == OP_READ_LOCK:
+                        if op.obj.writer is None:  # type: ignore[union-attr]
+                            enabled.append(t)
+                    elif k == OP_WRITE_LOCK:
+                        if op.obj.writer is None and op.obj.readers == 0:  # type: ignore[union-attr]
+                            enabled.append(t)
+                    else:
+                        raise ValueError(k)
                 if not enabled:
-                    if any(not t.task.daemon for t in live):
+                    if waiting:
                         status = "deadlock"
                     break
-                if all(t.task.daemon for t in live) and not any(op_enabled(t.op) for t in live):  # type: ignore[arg-type]
-                    break
-                if self.step >= self.max_steps:
+                if step >= max_steps:
                     status = "step-bound"
                     break
-                if not self.step & WATCH_MASK:
+                if not step & WATCH_MASK:
                     if self.watch is not None:
-                        self.watch(self.step)
-                    if not self.step & TICK_MASK and self.tick is not None:
-                        self.tick(self.step)
-                t = enabled[self._choose("sched", len(enabled))] if len(enabled) > 1 else enabled[0]
+                        self.watch(step)
+                    if not step & TICK_MASK and self.tick is not None:
+                        self.tick(step)
+                t = enabled[choose("sched", len(enabled))] if len(enabled) > 1 else enabled[0]
                 op = t.op
                 inj = None
                 if op.kind == OP_SEAMCALL and not op.nofail and (  # type: ignore[union-attr]
-                        self.max_faults is None or host.injections < self.max_faults):
+                        max_faults is None or host.injections < max_faults):
                     opts = faults.get(op.leaf)  # type: ignore[union-attr]
                     if opts:
-                        k = self._choose("fault", len(opts) + 1)
+                        k = choose("fault", len(opts) + 1)
                         if k:
                             inj = opts[k - 1]
                 task = t.task
                 host.current = task
-                host.clock = task.last_ran = self.step
+                host.clock = task.last_ran = step
                 if op.user:  # back in the kernel: the lockup clocks restart
-                    task.last_progress = self.step
+                    task.last_progress = step
                 if self.log is not None:
-                    self.log.append((self.step, task.name, op.what or repr(op)))  # type: ignore[union-attr]
-                self.step += 1
+                    self.log.append((step, task.name, op.what or repr(op)))  # type: ignore[union-attr]
+                step += 1
+                self.step = step
                 if observe is not None:
                     observe(t, True)
                 try:
@@ -147,7 +174,9 @@ class Runtime:
                 except StopIteration:
                     t.done = True
                     task.done = True
-                    task.last_progress = self.step
+                    task.last_progress = step
+                    live.remove(t)
+                    waiting -= not task.daemon
                 finally:
                     if observe is not None:
                         observe(t, False)

@@ -154,8 +154,10 @@ def err_desc(err: int) -> str:
 
 
 def leaf_name(leaf: int) -> str:
-    """The SEAMCALL's TDX-spec name, e.g. TDH.MEM.SEPT.ADD."""
-    return LEAF_NAMES.get(leaf, f"SEAMCALL#{leaf}")
+    """The SEAMCALL's TDX-spec name, e.g. TDH.MEM.SEPT.ADD (the fallback is formatted only when needed:
+    this runs for every SEAMCALL)."""
+    name = LEAF_NAMES.get(leaf)
+    return name if name is not None else f"SEAMCALL#{leaf}"
 
 
 def tdx_operand_busy(err: int) -> bool:
