@@ -17,6 +17,7 @@ from ..explore.runtime import Stop
 from ..host.page_alloc import EXTERNAL_SPT, FREE, GUEST, LEAKED, OWNER_NAMES
 from ..host.probe import Probe
 from ..host.task import _CHAIN_SKIP_FUNCS, _CHAIN_SKIP_MODULES
+from ..intmap import IntMap
 from ..kvm.kvm_host import is_hkid_assigned
 from ..kvm.spte import (
     FROZEN_SPTE,
@@ -62,6 +63,8 @@ def _model_chain(limit: int = 12) -> tuple[str, ...]:
     names.reverse()
     return tuple(names[-limit:])
 
+
+_RMAP_MULTI = -1  # Checker._rmap: the pfn is mapped by more than one SPTE (see _rmap_multi)
 
 # The SEAMCALLs of the no-fail S-EPT removal, issued through tdh_do_no_vcpus() (b.3): KVM must turn a
 # BUSY there into a kick and a retry, so an injected BUSY reaching TDX_BUG_ON is a violation too (D5).
@@ -203,7 +206,16 @@ class Checker(Probe):
         self._touched: dict[str, list[tuple[Any, int]]] = {}
         self.last_seamcall: tuple[int, int, bool] | None = None
         self._pamt_refs: dict[int, int] = {}
-        self._rmap: dict[int, set[tuple[Any, int]]] = {}  # pfn -> present SPTEs (sp, index) mapping it
+        # pfn -> the present SPTE mapping it, coded as (sp number << 9) | index, or _RMAP_MULTI for a page
+        # mapped more than once (a page table is mapped once, a guest page by one mirror leaf), whose
+        # codes are in _rmap_multi. An IntMap slot per mapped page (septlab/intmap.py) instead of a set
+        # of (sp, index) tuples: ~300 bytes a page less at real sizes. The sp number is the checker's
+        # own (_sps, in order of first SPTE write; sp_id is per CPU and could repeat): it means the same
+        # sp whatever the order of writes, and only within one run -- all the reverse map is for.
+        self._rmap = IntMap()
+        self._rmap_multi: dict[int, set[int]] = {}
+        self._sps: list[Any] = []  # sp number -> sp
+        self._sp_number: dict[Any, int] = {}  # sp -> its number
         self._pamt_total = 0
 
     def attach(self, world: "World") -> None:
@@ -230,10 +242,11 @@ class Checker(Probe):
         if pfn in self.host.td_keyed:
             self._td_keyed(pfn, "reused", owner)
         m = self.metrics
-        c = self.pages.counts
+        pa = self.pages
+        c = pa.counts
         if c[owner] > m.peak_by_owner[owner]:
             m.peak_by_owner[owner] = c[owner]
-        u = self._in_use()
+        u = pa.total - c[FREE]  # _in_use(), inlined: this runs for every page handed out
         if u > m.peak_pages:
             m.peak_pages = u
         m.sample(self.host.clock, u)
@@ -279,9 +292,11 @@ class Checker(Probe):
         """stale-spte: pfn leaves its owner while a live SPTE still maps it (the reverse map is kept from
         every SPTE write; a table that was itself freed maps nothing)."""
         users = self._rmap.get(pfn)
-        if not users:
+        if users is None:
             return
-        live = sorted(((sp, i) for sp, i in users
+        sps = self._sps
+        codes = self._rmap_multi[pfn] if users == _RMAP_MULTI else (users,)
+        live = sorted(((sp, i) for sp, i in ((sps[c >> 9], c & 511) for c in codes)
                        if not sp.freed and sp.sptes[i] & PT_PRESENT_MASK and pfn in spte_pfns(sp.sptes[i])),
                       key=lambda e: (e[0].sp_id, e[1]))
         if not live:
@@ -389,15 +404,43 @@ class Checker(Probe):
 
     # --- mirror SPTEs ------------------------------------------------------------------------------------
     def spte_write(self, sp: Any, idx: int, old: int, new: int) -> None:
+        """Keep the reverse map (pfn -> SPTEs) for stale-spte; remember touched mirror entries for the
+        coherence check at the next mmu_lock release. Each element of `_rmap` is read (get) and written
+        exactly when the set of SPTEs mapping that pfn changes, as the set-valued map this replaces was
+        (the footprints stay the same; _rmap_multi is not traced, a change there re-stores the element)."""
         rmap = self._rmap
-        if old & PT_PRESENT_MASK:
-            for pfn in spte_pfns(old):
-                users = rmap.get(pfn)
-                if users is not None:
-                    users.discard((sp, idx))
-        if new & PT_PRESENT_MASK:
-            for pfn in spte_pfns(new):
-                rmap.setdefault(pfn, set()).add((sp, idx))
+        if old & PT_PRESENT_MASK or new & PT_PRESENT_MASK:
+            num = self._sp_number.get(sp)
+            if num is None:
+                num = self._sp_number[sp] = len(self._sps)
+                self._sps.append(sp)
+            code = (num << 9) | idx
+            multi = self._rmap_multi
+            if old & PT_PRESENT_MASK:
+                for pfn in spte_pfns(old):
+                    users = rmap.get(pfn)
+                    if users == code:
+                        del rmap[pfn]
+                    elif users == _RMAP_MULTI and code in multi[pfn]:
+                        codes = multi[pfn]
+                        codes.discard(code)
+                        if len(codes) == 1:
+                            rmap[pfn] = codes.pop()
+                            del multi[pfn]
+                        else:
+                            rmap[pfn] = _RMAP_MULTI
+            if new & PT_PRESENT_MASK:
+                for pfn in spte_pfns(new):
+                    users = rmap.get(pfn)
+                    if users is None:
+                        rmap[pfn] = code
+                    elif users == _RMAP_MULTI:
+                        if code not in multi[pfn]:
+                            multi[pfn].add(code)
+                            rmap[pfn] = _RMAP_MULTI
+                    elif users != code:
+                        multi[pfn] = {users, code}
+                        rmap[pfn] = _RMAP_MULTI
         if sp.is_mirror:
             self._touched.setdefault(self.host.current.name, []).append((sp, idx))
 

@@ -9,8 +9,8 @@ the canonical state (`("sp", sp_id)`, `("td", tdr)`, `("lock", name)`, a class n
 footprints recorded in different re-executions of a path compare equal.
 
 - reading an attribute is a read of its key; assigning one is a write;
-- a dict or set attribute, or an element-indexed list (an SPTE table, a page-owner array), is handed to
-  the step wrapped (explore/traced.py): `d.get(k)`, `k in s`, `sptes[i] = v` are reads and writes of the
+- a dict, IntMap (septlab/intmap.py) or set attribute, or an element-indexed list (an SPTE table, a
+  page-owner array), is handed to the step wrapped (explore/traced.py): `d.get(k)`, `k in s`, `sptes[i] = v` are reads and writes of the
   element key `(object, attribute, k)`; iterating, `len` or any other method is the whole attribute,
   which overlaps every element; an element that is itself a container is snapshotted when read and
   deep-compared after the step;
@@ -44,6 +44,7 @@ from ..host.mm import MmStruct
 from ..host.page_alloc import PageAllocator, PcpList
 from ..host.rcu import Rcu, RcuCallback
 from ..host.task import Task
+from ..intmap import INTMAP_TYPES
 from ..kvm.kvm_host import Kvm, KvmTdx, KvmVcpu
 from ..kvm.mmu_page import KvmMmuPage
 from ..tdx_module.module import TdxModule
@@ -60,7 +61,7 @@ Footprint = tuple[frozenset, frozenset, frozenset, frozenset]
 
 _oga = object.__getattribute__
 _osa = object.__setattr__
-_CONTAINERS = (list, dict, set, deque)
+_CONTAINERS = (list, dict, set, deque, *INTMAP_TYPES)
 # Lists read element by element (an SPTE table, a page-owner array); other lists (heaps, queues, stacks)
 # are whole values.
 _ELEM_LISTS = frozenset({(KvmMmuPage, "sptes"), (PcpList, "owner")})
@@ -99,8 +100,10 @@ STATE_CLASSES: dict[type, tuple[Any, frozenset[str]]] = {
     TdxPamtCache: (None, frozenset()),
     TdxHost: (None, frozenset()),
     # the checker's own bookkeeping decides what it reports, so it is state for this purpose; its
-    # outputs are not
-    Checker: (None, frozenset({"violations", "expected", "metrics", "last_seamcall", "stop_on_fatal"})),
+    # outputs are not, nor the numbering of sps its reverse map codes entries with (which number an sp
+    # gets depends on the order of first writes, what a number stands for does not)
+    Checker: (None, frozenset({"violations", "expected", "metrics", "last_seamcall", "stop_on_fatal",
+                               "_sps", "_sp_number", "_rmap_multi"})),
 }
 _KEYFN: dict[type, Any] = {}
 _SKIP: dict[type, frozenset[str]] = {}
@@ -121,10 +124,12 @@ def freeze(v: Any) -> Any:
         return tuple((k, freeze(x) if type(x) in _FREEZE else x) for k, x in v.items())
     if t is set:
         return frozenset(v)
+    if t in INTMAP_TYPES:  # ints only
+        return tuple(v.items())
     return v
 
 
-_FREEZE = frozenset({list, deque, tuple, dict, set})
+_FREEZE = frozenset({list, deque, tuple, dict, set, *INTMAP_TYPES})
 _LEAVES = frozenset({int, str, bool, type(None), float})
 
 
@@ -173,7 +178,7 @@ def _getattribute(self: Any, name: str) -> Any:
             cls = type(self)
             if name not in _SKIP[cls]:
                 key = (_KEYFN[cls](self), name)
-                if t is dict:
+                if t is dict or t in INTMAP_TYPES:
                     return TracedDict(v, key)
                 if t is set:
                     return TracedSet(v, key)
@@ -252,6 +257,8 @@ class Tracer:
         elif t in _CONTAINERS or t is tuple:
             if t is not tuple:
                 reg[id(v)] = (v, key)
+            if t in INTMAP_TYPES:  # ints only: nothing to name inside
+                return
             if t is dict:
                 if _LEAVES.issuperset(map(type, v)) and _LEAVES.issuperset(map(type, v.values())):
                     return

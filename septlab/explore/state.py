@@ -15,6 +15,7 @@ from types import FunctionType, GeneratorType
 from typing import Any
 
 from ..host.task import Op, Task
+from ..intmap import INTMAP_TYPES
 from ..kvm.kvm_host import Kvm, KvmTdx, KvmVcpu
 from ..kvm.kvm_main import KvmMmuNotifier
 from ..kvm.mmu_page import KvmMmuPage
@@ -69,7 +70,7 @@ def canon(v: Any) -> Any:
         return gen_position(v)
     if t is FunctionType:
         return (5, _code(v.__code__))
-    if t is dict:
+    if t is dict or t in INTMAP_TYPES:
         _SHARED[0] = True
         return tuple(sorted((canon(k), canon(x)) for k, x in v.items()))
     if t is float:

@@ -1,9 +1,9 @@
 """Containers seen through the footprint tracer: element reads and writes are recorded one by one.
 
-While a step's footprint is recorded (explore/footprint.py), reading a dict, set or (some) list
-attribute of a state object returns one of these wrappers around the very same container, so that
-`d.get(k)`, `k in s` or `sptes[i] = v` become reads and writes of the element key `(object, attr, k)`
-instead of the whole attribute. Anything that looks at the whole container (iteration, `len`, a method
+While a step's footprint is recorded (explore/footprint.py), reading a dict (or an IntMap, which has a
+dict's interface: septlab/intmap.py), set or (some) list attribute of a state object returns one of
+these wrappers around the very same container, so that `d.get(k)`, `k in s` or `sptes[i] = v` become
+reads and writes of the element key `(object, attr, k)` instead of the whole attribute. Anything that looks at the whole container (iteration, `len`, a method
 not listed here) is a read of the whole attribute; anything that changes it other than one element is a
 write of the whole attribute. A wrapper kept in a generator local across a `yield` goes on recording
 into whichever step is being recorded (or nowhere, outside one). Assigning a wrapper to an attribute

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..intmap import IntMap
 from .locks import Lockdep
 from .mm import MmStruct
 from .page_alloc import OWNER_NAMES, PageAllocator, PageEvent
@@ -36,7 +37,8 @@ class Host:
     # pfn -> HKID whose (possibly dirty) cache lines the page may still hold; 0 is the TDX global
     # private KeyID (the TDR). Set when a TD gets the page, cleared by PAGE.WBINVD with that HKID or
     # CACHE.WB (septlab/virt/td_keys.py). Hardware state, part of the explorer's canonical state.
-    td_keyed: dict[int, int] = field(default_factory=dict)
+    # One entry per TD page: an IntMap (septlab/intmap.py), 8 bytes a page at real sizes.
+    td_keyed: IntMap = field(default_factory=IntMap)
     # Causal record of injected failures (check/invariants.py explains a report only through it):
     # key -> (leaf, error, step, task) of the injected SEAMCALL. Keys: a pfn (that page's state is
     # the failure's doing), ("gfn", gfn), "td" (the TD chain: the VM was bugged / a TD page left

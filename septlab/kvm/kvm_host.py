@@ -11,6 +11,7 @@ from typing import Any
 from ..host.host import Host
 from ..host.locks import Mutex, RwLock, RwSem, SpinLock
 from ..host.memcache import KvmMmuMemoryCache
+from ..intmap import IntMap
 from ..virt.dpamt import TdxPamtCache
 from .mmu_page import KvmMmuPage
 
@@ -113,7 +114,7 @@ class Kvm:
     srcu_readers: set[str] = field(default_factory=set)
     srcu_waiting: dict[str, set[str]] = field(default_factory=dict)
     shared_gfns: set[int] = field(default_factory=set)
-    gmem: dict[int, int] = field(default_factory=dict)  # private gfn -> guest_memfd page
+    gmem: IntMap = field(default_factory=IntMap)  # private gfn -> guest_memfd page (septlab/intmap.py)
     # guest_memfd with 2 MiB folios (the scenario's `hugepages: true`): 2 MiB region (gfn >> 9) -> head
     # pfn of its still-whole folio; and the regions hugepage_set_guest_inhibit() marked (the guest
     # accepted a page of them at 4 KiB: never mapped at 2 MiB again)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..intmap import IntMap
+
 PT_NDA = 0  # not assigned: the host may use or free it
 PT_RSVD = 1
 PT_REG = 3  # TD private data page
@@ -38,10 +40,11 @@ def region_of(pfn: int) -> int:
 
 @dataclass(slots=True)
 class Pamt:
-    """Page type and owner of every page the module knows about; absent means PT_NDA, owner none."""
+    """Page type and owner of every page the module knows about; absent means PT_NDA, owner none.
+    Both are per-page maps keyed by pfn: IntMaps (septlab/intmap.py), 8 bytes a page at real sizes."""
 
-    ptype: dict[int, int] = field(default_factory=dict)
-    owner: dict[int, int] = field(default_factory=dict)  # pfn -> TDR pfn
+    ptype: IntMap = field(default_factory=IntMap)
+    owner: IntMap = field(default_factory=IntMap)  # pfn -> TDR pfn
     # DPAMT: region -> the two PAMT pages backing its 4K level; and how many assigned 4K pages it has.
     backing: dict[int, tuple[int, int]] = field(default_factory=dict)
     assigned_in_region: dict[int, int] = field(default_factory=dict)

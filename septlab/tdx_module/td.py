@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..intmap import EntryMap
+
 TD_HKID_ASSIGNED = 0
 TD_KEYS_CONFIGURED = 1
 TD_BLOCKED = 2
@@ -48,7 +50,8 @@ class TdVcpu:
 
 @dataclass(slots=True)
 class Td:
-    """One TD as the module sees it; `sept_*` dicts are keyed by sept.entry_key(level, gfn)."""
+    """One TD as the module sees it; `sept_*` maps are keyed by sept.entry_key(level, gfn) (EntryMaps,
+    septlab/intmap.py: one entry per mapped page, 8 bytes each at real sizes)."""
 
     tdr: int
     hkid: int
@@ -59,9 +62,9 @@ class Td:
     epoch_refcount: list[int] = field(default_factory=lambda: [0, 0])
     wbcache_done: bool = False
     vcpus: dict[int, TdVcpu] = field(default_factory=dict)
-    sept_state: dict[int, int] = field(default_factory=dict)  # absent == SEPT_FREE
-    sept_page: dict[int, int] = field(default_factory=dict)  # child S-EPT page or leaf page pfn
-    sept_bepoch: dict[int, int] = field(default_factory=dict)
+    sept_state: EntryMap = field(default_factory=EntryMap)  # absent == SEPT_FREE
+    sept_page: EntryMap = field(default_factory=EntryMap)  # child S-EPT page or leaf page pfn
+    sept_bepoch: EntryMap = field(default_factory=EntryMap)
     tdr_lock: int = LOCK_FREE
     sept_lock: int = LOCK_FREE
     epoch_lock: int = LOCK_FREE

@@ -1,0 +1,312 @@
+"""IntMap: an int -> int mapping with a dict's interface, stored in fixed-size `array('q')` chunks.
+
+Per-page model state (PAMT page types and owners, guest_memfd's gfn -> pfn, the S-EPT entries of a TD,
+which pages may hold TD-keyed cache lines) is a dict keyed by pfn, gfn or S-EPT entry key. At real
+sizes (a 4 GiB TD has a million 4 KiB pages) a dict costs 40-80 bytes an entry plus an int object for
+every key and value it alone holds; the keys are dense (pfns of one per-CPU range, gfns of one memslot),
+so an array slot of 8 bytes does. Keys that are far apart only cost the chunks they touch. Up to
+SMALL entries a map is a plain dict: the small worlds `septlab check` builds by the thousand stay as
+cheap to build, read and canonicalise as before.
+
+Differences from dict, on purpose and invisible to the model:
+- keys and values are ints (a value in [-2**63 + 1, 2**63)); anything else raises TypeError on store
+  and is simply absent on lookup;
+- iteration (keys(), values(), items(), iter) is in ascending key order, not insertion order: the
+  model only iterates these maps where order does not matter (the canonical state sorts them anyway),
+  and a key order cannot depend on how tasks interleaved;
+- keys(), values() and items() return lists (a snapshot), not live views.
+
+EntryMap keeps keys that differ in their low 3 bits apart: S-EPT entry keys are
+`(gfn >> 9 * (level - 1)) << 3 | level`, so each level's entries sit next to each other (one slot per
+4 KiB entry) instead of one slot in eight.
+
+Small and large forms are two classes over one layout: a map switches its `__class__` when it spills
+into chunks (and back when emptied), so neither form tests which one it is on every call. A large
+map's get() is still a Python call (~4x a dict's); that is the price of 8 bytes a page.
+
+The footprint tracer (explore/footprint.py, traced.py) wraps an IntMap attribute the way it wraps a
+dict, and the canonical state (explore/state.py) reads it through items().
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+_ABSENT = -(1 << 63)  # the slot of a key that is not in the map
+CHUNK_BITS = 10  # 1,024 slots (8 KiB) per chunk
+_CHUNK = 1 << CHUNK_BITS
+_MASK = _CHUNK - 1
+_EMPTY = array("q", [_ABSENT]) * _CHUNK
+SMALL = 512  # up to this many entries a map is a plain dict (small worlds: `check` builds thousands)
+_NO_DEFAULT: Any = object()  # pop() without a default
+_LANE = 3  # EntryMap: the low bits of a key that select its lane
+_LANE_MASK = (1 << _LANE) - 1
+_CL = CHUNK_BITS + _LANE
+
+
+class IntMap:
+    """A dict of int keys to int values. This class is the small form (a plain dict in `_d`); past
+    SMALL entries the map becomes a _ChunkedIntMap (arrays of 1,024 slots per touched key range)."""
+
+    __slots__ = ("_d", "_chunks", "_len")
+    _small: type  # the class of this kind's small form
+    _large: type  # ... and of its large form
+
+    def __init__(self, items: Mapping[int, int] | Iterable[tuple[int, int]] = ()):
+        self._d: dict[int, int] | None = {}  # the small form; None in the large one
+        self._chunks: dict[int, array] = {}  # the large form: chunk id -> slots
+        self._len = 0  # entries in chunks (the large form)
+        if items:
+            self.update(items)
+
+    # --- the small form --------------------------------------------------------------------------------
+    def get(self, k: Any, default: Any = None) -> Any:
+        return self._d.get(k, default)  # type: ignore[union-attr]
+
+    def __getitem__(self, k: Any) -> int:
+        return self._d[k]  # type: ignore[index]
+
+    def __contains__(self, k: Any) -> bool:
+        return k in self._d  # type: ignore[operator]
+
+    def __setitem__(self, k: int, v: int) -> None:
+        if type(k) is not int or type(v) is not int or v == _ABSENT:
+            raise TypeError(f"IntMap holds ints: cannot store {k!r} -> {v!r}")
+        d = self._d
+        d[k] = v  # type: ignore[index]
+        if len(d) > SMALL:  # type: ignore[arg-type]
+            self._d = None
+            self.__class__ = self._large
+            for kk, vv in d.items():  # type: ignore[union-attr]
+                self[kk] = vv
+
+    def pop(self, k: Any, default: Any = _NO_DEFAULT) -> Any:
+        if default is _NO_DEFAULT:
+            return self._d.pop(k)  # type: ignore[union-attr]
+        return self._d.pop(k, default)  # type: ignore[union-attr]
+
+    def __len__(self) -> int:
+        return len(self._d)  # type: ignore[arg-type]
+
+    def items(self) -> list[tuple[int, int]]:
+        """(key, value) pairs in ascending key order."""
+        return sorted(self._d.items())  # type: ignore[union-attr]
+
+    def __delitem__(self, k: Any) -> None:
+        del self._d[k]  # type: ignore[union-attr]
+
+    # --- either form -----------------------------------------------------------------------------------
+
+    def setdefault(self, k: int, default: Any = None) -> Any:
+        v = self.get(k, _ABSENT)
+        if v != _ABSENT:
+            return v
+        self[k] = default
+        return default
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def keys(self) -> list[int]:
+        return [k for k, _ in self.items()]
+
+    def values(self) -> list[int]:
+        return [v for _, v in self.items()]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.keys())
+
+    def update(self, other: Any = (), **kw: Any) -> None:
+        pairs = other.items() if hasattr(other, "items") else other
+        for k, v in pairs:
+            self[k] = v
+        for k, v in kw.items():
+            self[k] = v
+
+    def clear(self) -> None:
+        self.__class__ = self._small
+        self._d = {}
+        self._chunks = {}
+        self._len = 0
+
+    def copy(self) -> IntMap:
+        out = self._small()
+        out.__class__ = type(self)
+        out._d = None if self._d is None else dict(self._d)
+        out._chunks = {cid: array("q", c) for cid, c in self._chunks.items()}
+        out._len = self._len
+        return out
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, IntMap):
+            return len(self) == len(other) and self.items() == other.items()
+        if isinstance(other, Mapping):
+            return len(self) == len(other) and all(self.get(k, _ABSENT) == v for k, v in other.items())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{self._small.__name__}({dict(self.items())!r})"
+
+
+class _ChunkedIntMap(IntMap):
+    """IntMap's large form: key k in chunk k >> CHUNK_BITS, slot k & _MASK. The methods are written out
+    (no shared helper): they run for nearly every modelled step, and a call costs more than the
+    arithmetic. A key that is not an int is never in the map."""
+
+    __slots__ = ()
+
+    def get(self, k: Any, default: Any = None) -> Any:
+        try:
+            c = self._chunks.get(k >> CHUNK_BITS)
+        except TypeError:
+            return default
+        if c is None:
+            return default
+        v = c[k & _MASK]
+        return default if v == _ABSENT else v
+
+    def __getitem__(self, k: Any) -> int:
+        v = self.get(k, _ABSENT)
+        if v == _ABSENT:
+            raise KeyError(k)
+        return v
+
+    def __contains__(self, k: Any) -> bool:
+        try:
+            c = self._chunks.get(k >> CHUNK_BITS)
+        except TypeError:
+            return False
+        return c is not None and c[k & _MASK] != _ABSENT
+
+    def __setitem__(self, k: int, v: int) -> None:
+        if type(k) is not int or type(v) is not int or v == _ABSENT:
+            raise TypeError(f"IntMap holds ints: cannot store {k!r} -> {v!r}")
+        c = self._chunks.get(k >> CHUNK_BITS)
+        if c is None:
+            c = self._chunks[k >> CHUNK_BITS] = array("q", _EMPTY)
+        if c[k & _MASK] == _ABSENT:
+            self._len += 1
+        c[k & _MASK] = v
+
+    def pop(self, k: Any, default: Any = _NO_DEFAULT) -> Any:
+        try:
+            c = self._chunks.get(k >> CHUNK_BITS)
+        except TypeError:
+            c = None
+        v = _ABSENT if c is None else c[k & _MASK]
+        if v == _ABSENT:
+            if default is _NO_DEFAULT:
+                raise KeyError(k)
+            return default
+        c[k & _MASK] = _ABSENT  # type: ignore[index]
+        self._len -= 1
+        if not self._len:  # emptied: back to the small form, memory given back
+            self.clear()
+        return v
+
+    def __delitem__(self, k: Any) -> None:
+        try:
+            c = self._chunks.get(k >> CHUNK_BITS)
+        except TypeError:
+            raise KeyError(k) from None
+        if c is None or c[k & _MASK] == _ABSENT:
+            raise KeyError(k)
+        c[k & _MASK] = _ABSENT
+        self._len -= 1
+        if not self._len:
+            self.clear()
+
+    def __len__(self) -> int:
+        return self._len
+
+    def items(self) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        for cid, c in self._chunks.items():
+            base = cid << CHUNK_BITS
+            out += [(base + off, v) for off, v in enumerate(c) if v != _ABSENT]
+        out.sort()
+        return out
+
+
+class EntryMap(IntMap):
+    """An IntMap keyed by S-EPT entry keys (sept.entry_key(): the level in the low 3 bits): in the
+    large form each level is a lane of its own, so consecutive 4 KiB entries take consecutive slots."""
+
+    __slots__ = ()
+
+
+class _ChunkedEntryMap(EntryMap):
+    """EntryMap's large form: key k in chunk ((k >> (_LANE + CHUNK_BITS)) << _LANE) | lane, slot
+    (k >> _LANE) & _MASK, lane = k & _LANE_MASK."""
+
+    __slots__ = ()
+
+    def get(self, k: Any, default: Any = None) -> Any:
+        try:
+            c = self._chunks.get(((k >> _CL) << _LANE) | (k & _LANE_MASK))
+        except TypeError:
+            return default
+        if c is None:
+            return default
+        v = c[(k >> _LANE) & _MASK]
+        return default if v == _ABSENT else v
+
+    def __getitem__(self, k: Any) -> int:
+        v = self.get(k, _ABSENT)
+        if v == _ABSENT:
+            raise KeyError(k)
+        return v
+
+    def __contains__(self, k: Any) -> bool:
+        return self.get(k, _ABSENT) != _ABSENT
+
+    def __setitem__(self, k: int, v: int) -> None:
+        if type(k) is not int or type(v) is not int or v == _ABSENT:
+            raise TypeError(f"IntMap holds ints: cannot store {k!r} -> {v!r}")
+        cid = ((k >> _CL) << _LANE) | (k & _LANE_MASK)
+        c = self._chunks.get(cid)
+        if c is None:
+            c = self._chunks[cid] = array("q", _EMPTY)
+        off = (k >> _LANE) & _MASK
+        if c[off] == _ABSENT:
+            self._len += 1
+        c[off] = v
+
+    def pop(self, k: Any, default: Any = _NO_DEFAULT) -> Any:
+        v = self.get(k, _ABSENT)
+        if v == _ABSENT:
+            if default is _NO_DEFAULT:
+                raise KeyError(k)
+            return default
+        self._chunks[((k >> _CL) << _LANE) | (k & _LANE_MASK)][(k >> _LANE) & _MASK] = _ABSENT
+        self._len -= 1
+        if not self._len:
+            self.clear()
+        return v
+
+    def __delitem__(self, k: Any) -> None:
+        if self.pop(k, _ABSENT) == _ABSENT:
+            raise KeyError(k)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def items(self) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        for cid, c in self._chunks.items():
+            base, lane = (cid >> _LANE) << CHUNK_BITS, cid & _LANE_MASK
+            out += [(((base + off) << _LANE) | lane, v) for off, v in enumerate(c) if v != _ABSENT]
+        out.sort()
+        return out
+
+
+IntMap._small = _ChunkedIntMap._small = IntMap
+IntMap._large = _ChunkedIntMap._large = _ChunkedIntMap
+EntryMap._small = _ChunkedEntryMap._small = EntryMap
+EntryMap._large = _ChunkedEntryMap._large = _ChunkedEntryMap
+# Every IntMap class, for the footprint tracer and the canonical state (which test types exactly).
+INTMAP_TYPES = frozenset({IntMap, _ChunkedIntMap, EntryMap, _ChunkedEntryMap})
