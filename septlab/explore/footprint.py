@@ -32,6 +32,7 @@ for the same reason).
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from types import GeneratorType, MethodType
 from typing import Any
@@ -61,9 +62,9 @@ Footprint = tuple[frozenset, frozenset, frozenset, frozenset]
 
 _oga = object.__getattribute__
 _osa = object.__setattr__
-_CONTAINERS = (list, dict, set, deque, *INTMAP_TYPES)
-# Lists read element by element (an SPTE table, a page-owner array); other lists (heaps, queues, stacks)
-# are whole values.
+_CONTAINERS = (list, dict, set, deque, array, bytearray, *INTMAP_TYPES)
+# Lists and arrays read element by element (an SPTE table, a page-owner bytearray); other lists (heaps,
+# queues, stacks) are whole values.
 _ELEM_LISTS = frozenset({(KvmMmuPage, "sptes"), (PcpList, "owner")})
 
 
@@ -115,7 +116,7 @@ for _cls, (_fn, _skip) in STATE_CLASSES.items():
 def freeze(v: Any) -> Any:
     """A deep, immutable copy of a container's value (objects stay as they are: they trace themselves)."""
     t = type(v)
-    if t is list or t is deque or t is tuple:
+    if t is list or t is deque or t is tuple or t is array or t is bytearray:
         out = tuple(v)
         if any(type(x) in _FREEZE for x in out):
             return tuple(freeze(x) for x in out)
@@ -129,7 +130,7 @@ def freeze(v: Any) -> Any:
     return v
 
 
-_FREEZE = frozenset({list, deque, tuple, dict, set, *INTMAP_TYPES})
+_FREEZE = frozenset({list, deque, tuple, dict, set, array, bytearray, *INTMAP_TYPES})
 _LEAVES = frozenset({int, str, bool, type(None), float})
 
 
@@ -182,7 +183,7 @@ def _getattribute(self: Any, name: str) -> Any:
                     return TracedDict(v, key)
                 if t is set:
                     return TracedSet(v, key)
-                if t is list and (cls, name) in _ELEM_LISTS:
+                if (t is list or t is array or t is bytearray) and (cls, name) in _ELEM_LISTS:
                     return TracedList(v, key)
                 rec.reads.add(key)
                 if t in _CONTAINERS:
@@ -257,7 +258,7 @@ class Tracer:
         elif t in _CONTAINERS or t is tuple:
             if t is not tuple:
                 reg[id(v)] = (v, key)
-            if t in INTMAP_TYPES:  # ints only: nothing to name inside
+            if t in INTMAP_TYPES or t is array or t is bytearray:  # ints only: nothing to name inside
                 return
             if t is dict:
                 if _LEAVES.issuperset(map(type, v)) and _LEAVES.issuperset(map(type, v.values())):

@@ -11,6 +11,7 @@ different steps are the same state).
 from __future__ import annotations
 
 import zlib
+from array import array
 from types import FunctionType, GeneratorType
 from typing import Any
 
@@ -55,6 +56,9 @@ def canon(v: Any) -> Any:
     if t is list:
         _SHARED[0] = True
         return tuple(canon(x) for x in v)
+    if t is array or t is bytearray:  # an SPTE table or page-owner array held in a local: ints
+        _SHARED[0] = True
+        return tuple(v)
     if t is KvmMmuPage:
         return (1, v.sp_id)
     if t is TdpIter:

@@ -178,8 +178,8 @@ class TracedSet(Traced):
 
 
 class TracedList(Traced):
-    """Element-indexed lists only (an SPTE table, an owner array): anything that moves elements
-    (append, pop, insert, sort) is a write of the whole list."""
+    """Element-indexed lists and arrays only (an SPTE table, a page-owner bytearray): anything that moves
+    elements (append, pop, insert, sort) is a write of the whole list."""
 
     __slots__ = ()
 

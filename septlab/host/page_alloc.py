@@ -57,10 +57,11 @@ PCP_SHIFT = 24  # each CPU's pages live in their own 2^24-page (64 GiB) pfn rang
 
 @dataclass(slots=True)
 class PcpList:
-    """One CPU's pages: owner state by pfn - base, and its free pages (a heap, lowest first)."""
+    """One CPU's pages: owner state by pfn - base (a bytearray: one byte a page, the owner states are
+    small ints), and its free pages (a heap, lowest first)."""
 
     base: int
-    owner: list[int] = field(default_factory=list)
+    owner: bytearray = field(default_factory=bytearray)
     free: list[int] = field(default_factory=list)
 
 

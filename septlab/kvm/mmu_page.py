@@ -8,11 +8,13 @@ MODEL: sp headers come from no kmem_cache; a freed header is marked `freed` inst
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 
 from .spte import SPTE_ENT_PER_PAGE
 
 NO_PAGE = -1
+_ZEROS = bytes(8 * SPTE_ENT_PER_PAGE)  # an empty table, copied into each new sp's array
 
 
 @dataclass(slots=True, eq=False)
@@ -31,7 +33,8 @@ class KvmMmuPage:
     linked: bool = False  # ever published in a parent SPTE (tdp_account_mmu_page)
     unlinked: bool = False  # handle_removed_pt() took it out of the tree
     freed: bool = False
-    sptes: list[int] = field(default_factory=lambda: [0] * SPTE_ENT_PER_PAGE)
+    # array('q'), not a list: a list holds an int object (32 bytes) per present SPTE besides its slot
+    sptes: array = field(default_factory=lambda: array("q", _ZEROS))
 
     def __repr__(self) -> str:
         kind = "mirror" if self.is_mirror else "direct"

@@ -9,6 +9,7 @@ at the child's `spt` page.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import compress, islice
 
 SHADOW_NONPRESENT_VALUE = 0
@@ -23,7 +24,7 @@ SPTE_BASE_PFN_SHIFT = 12
 SPTE_ENT_PER_PAGE = 512
 
 
-def present_indices(sptes: list[int], start: int = 0) -> list[int]:
+def present_indices(sptes: Sequence[int], start: int = 0) -> list[int]:
     """The indices (from `start`) of a table's present entries, in order. MODEL: not a kernel function --
     the TDP iterator's skip over non-present entries, done at C speed (most of a table is 0) so that walks
     and zaps cost what the present entries cost."""

@@ -12,6 +12,7 @@ take tdp_mmu_pages_lock.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from itertools import compress
@@ -292,7 +293,7 @@ def handle_removed_pt(kvm: "Kvm", sp: KvmMmuPage, shared: bool) -> Gen:
         frozen = [FROZEN_SPTE] * SPTE_ENT_PER_PAGE
         for i in present_indices(sptes):
             frozen[i] = sptes[i]
-        sptes[:] = frozen
+        sptes[:] = array("q", frozen)  # sp.sptes is an array('q') (mmu_page.py)
         for i in todo:
             while True:
                 yield Op(OP_RUN, ("spte", sp.sp_id, i), "handle_removed_pt: xchg")
