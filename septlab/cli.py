@@ -32,6 +32,7 @@ from .explore.driver import (
     TraceError,
     replay_trace,
     run_batch,
+    run_batches,
     run_schedule,
     trace_header,
     trace_json,
@@ -367,21 +368,24 @@ def explain(trace: Path, variant_file: str | None, scenario: str | None, show_al
 
 def _compare_rows(scn: Any, variants: list[Any], modes: list[bool], schedules: int, seed: int,
                   fault_rate: float | None, workers: int = 1, ray: bool = False) -> tuple[list[Batch], bool]:
-    """One batch per (variant, DPAMT); Ctrl-C keeps the finished rows and the partial one."""
-    rows: list[Batch] = []
-    total = len(variants) * len(modes) * schedules
+    """One batch per (variant, DPAMT), all on one pool; Ctrl-C keeps the finished rows and the partial ones."""
+    specs = [(var, dp) for var in variants for dp in modes]
+    total = len(specs) * schedules
     with _progress(total, "compare") as prog:
         task = prog.add_task("compare", total=total, note="")
-        for var in variants:
-            for dp in modes:
-                base = len(rows) * schedules
-                b = run_batch(scn, var, dp, seed, schedules, fault_rate=fault_rate, workers=workers, ray=ray,
-                              on_schedule=lambda b, base=base: prog.update(
-                                  task, completed=base + b.done, note=f"{b.variant.name}{' +dpamt' if b.dpamt else ''}"))
-                rows.append(b)
-                if b.interrupted:
-                    return rows, True
-    return rows, False
+        started: dict[int, Batch] = {}
+
+        def tick(b: Batch) -> None:
+            started[id(b)] = b
+            prog.update(task, completed=sum(x.done for x in started.values()),
+                        note=f"{b.variant.name}{' +dpamt' if b.dpamt else ''}")
+
+        rows = run_batches(scn, specs, seed, schedules, fault_rate=fault_rate, workers=workers, ray=ray,
+                           on_schedule=tick)
+    interrupted = any(b.interrupted for b in rows)
+    if interrupted:
+        rows = [b for b in rows if b.done]
+    return rows, interrupted
 
 
 def _row_json(b: Batch, trace: Path | None = None) -> dict[str, Any]:
@@ -493,7 +497,7 @@ def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int,
     out.print(compare_table(scn.name, schedules, seed, rows, out.width if sys.stdout.isatty() else None))
     out.print(_verdict(rows))
     if interrupted:
-        out.print(f"interrupted: {len(rows)} of {len(vars_) * len(modes)} rows started; the last is partial")
+        out.print(f"interrupted: {len(rows)} of {len(vars_) * len(modes)} rows started; unfinished ones are partial")
     traces: dict[int, Path] = {}
     for i, b in enumerate(rows):  # each violating row's first violating schedule, to replay or explain
         if b.first_bad is not None and trace_dir is not None:

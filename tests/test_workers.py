@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from septlab.explore.driver import run_batch
+from septlab.explore.driver import run_batch, run_batches
 from septlab.explore.executor import Executor
 from septlab.explore.exhaustive import CheckOptions, run_check
 from septlab.explore.parallel import run_parallel_check
@@ -30,6 +30,17 @@ def test_batch_is_the_same_with_two_workers(variant):
     assert _summary(one) == _summary(two)
     if variant.startswith("bug-"):
         assert two.counts and two.first_bad is not None
+
+
+def test_compare_rows_run_side_by_side_and_equal_one_process():
+    """compare's rows share one pool (a single long schedule per design runs in parallel); each row's
+    batch is the one a single process computes."""
+    scn = load_scenario("seed")
+    rows = [(get_variant("rcu-free"), True), (get_variant("tdx-free"), False), (get_variant("bug-free-before-reclaim"), True)]
+    one = run_batches(scn, rows, 0, 5)
+    two = run_batches(scn, rows, 0, 5, workers=2)
+    assert [(b.variant.name, b.dpamt) for b in two] == [(v.name, d) for v, d in rows]
+    assert [_summary(b) for b in one] == [_summary(b) for b in two]
 
 
 def test_chunks_cover_every_item_once():

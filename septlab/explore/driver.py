@@ -166,39 +166,64 @@ def run_batch(scn: Scenario, variant: Variant, dpamt: bool, seed: int, schedules
               fault_rate: float | None = None, history: bool | None = False,
               on_schedule: Callable[[Batch], None] | None = None,
               tick: Callable[[int], None] | None = None, workers: int = 1, ray: bool = False) -> Batch:
-    """Seeds seed..seed+N-1; Ctrl-C stops between schedules and keeps what finished.
+    """Seeds seed..seed+N-1 of one (variant, DPAMT); Ctrl-C stops between schedules and keeps what
+    finished. See run_batches()."""
+    return run_batches(scn, [(variant, dpamt)], seed, schedules, fault_rate=fault_rate, history=history,
+                       on_schedule=on_schedule, tick=tick, workers=workers, ray=ray)[0]
 
-    With `workers` > 1 the seeds run in chunks on a local process pool (explore/pool.py), with `ray` as
-    Ray tasks (explore/cluster.py), and are summarised in seed order, so the batch -- counts, metrics,
-    the first violating schedule -- is the one a single process computes; the first violating schedule
-    is re-run here to report it from a live world."""
-    b = Batch(scn, variant, dpamt, seed, schedules)
+
+def run_batches(scn: Scenario, rows: list[tuple[Variant, bool]], seed: int, schedules: int, *,
+                fault_rate: float | None = None, history: bool | None = False,
+                on_schedule: Callable[[Batch], None] | None = None,
+                tick: Callable[[int], None] | None = None, workers: int = 1, ray: bool = False) -> list[Batch]:
+    """Seeds seed..seed+N-1 of every (variant, DPAMT) row: `compare`'s rows, `run`'s one.
+
+    With `workers` > 1 the seeds of all rows run in chunks on one local process pool (explore/pool.py),
+    with `ray` as Ray tasks (explore/cluster.py) -- so a few long schedules of several rows (a 64 GiB TD
+    per design) run side by side -- and are summarised in row and seed order, so each batch -- counts,
+    metrics, the first violating schedule -- is the one a single process computes; a first violating
+    schedule is re-run here to report it from a live world. Ctrl-C marks every unfinished batch
+    interrupted and keeps what finished."""
+    batches = [Batch(scn, v, d, seed, schedules) for v, d in rows]
     pooled = workers > 1 or ray
     if ray:
         from .cluster import portable_variant
 
-        job = _Chunk(scn, portable_variant(variant), dpamt, seed, fault_rate, history)
-        items = chunks(schedules, max(workers, 8))
+        jobs = [_Chunk(scn, portable_variant(v), d, seed, fault_rate, history) for v, d in rows]
+        per = chunks(schedules, max(workers, 8))
     elif pooled:
-        job = _Chunk(scn, variant, dpamt, seed, fault_rate, history)
-        items = chunks(schedules, workers)
+        jobs = [_Chunk(scn, v, d, seed, fault_rate, history) for v, d in rows]
+        per = chunks(schedules, workers)
     else:  # one schedule per item: Ctrl-C keeps every finished one; the live world is kept, ticks shown
-        job = _Chunk(scn, variant, dpamt, seed, fault_rate, history, tick, portable=False)
-        items = chunks(schedules, 1, 1)
+        jobs = [_Chunk(scn, v, d, seed, fault_rate, history, tick, portable=False) for v, d in rows]
+        per = chunks(schedules, 1, 1)
+    items = [(i, rng) for i in range(len(rows)) for rng in per]
     try:
-        for rs in ordered_map(job, items, workers, ray):
+        for (i, _rng), rs in zip(items, ordered_map(_Rows(jobs), items, workers, ray), strict=False):
+            b = batches[i]
             for r in rs:
                 if r.status == "crash":
-                    raise ModelCrash(f"model crashed in schedule seed={r.seed} ({variant.name}, DPAMT "
-                                     f"{'on' if dpamt else 'off'}): {r.crash.splitlines()[-1] if r.crash else '?'}")
+                    raise ModelCrash(f"model crashed in schedule seed={r.seed} ({b.variant.name}, DPAMT "
+                                     f"{'on' if b.dpamt else 'off'}): {r.crash.splitlines()[-1] if r.crash else '?'}")
                 if pooled and r.violations and b.first_bad is None:
-                    r = run_schedule(scn, variant, dpamt, r.seed, fault_rate=fault_rate, history=history)
+                    r = run_schedule(scn, b.variant, b.dpamt, r.seed, fault_rate=fault_rate, history=history)
                 b.add(r)
                 if on_schedule is not None:
                     on_schedule(b)
     except KeyboardInterrupt:
-        b.interrupted = True
-    return b
+        for b in batches:
+            b.interrupted = b.done < b.total
+    return batches
+
+
+@dataclass
+class _Rows:
+    """The pool's job for several rows: item (row, seeds) runs that row's chunk (plain data for Ray)."""
+
+    jobs: list[_Chunk]
+
+    def __call__(self, item: tuple[int, range]) -> list[RunResult]:
+        return self.jobs[item[0]](item[1])
 
 
 @dataclass
