@@ -18,6 +18,10 @@ _LEAF_NAME: dict[int, str] = {}  # leaf -> E.leaf_name(leaf), filled as leaves a
 RETAINED_SERIES_MAX = 50_000
 
 
+def _held(p: tuple[int, int]) -> int:
+    return p[1]
+
+
 @dataclass
 class Metrics:
     steps: int = 0
@@ -41,6 +45,7 @@ class Metrics:
     # (step, reclaimed S-EPT pages not yet freed): the memory the design question is about, for plots
     retained_series: list[tuple[int, int]] = field(default_factory=list)
     _series_stride: int = 1
+    _retained_stride: int = 1
 
     def sample(self, step: int, in_use: int) -> None:
         s = self.series
@@ -55,11 +60,17 @@ class Metrics:
             self._series_stride *= 2
 
     def sample_retained(self, step: int, held: int) -> None:
+        """A long run's series is thinned (pairs merged, the stride doubled) keeping each pair's larger
+        value: the peak a compare reports survives, where truncating lost a 64 GiB teardown's second half."""
         s = self.retained_series
-        if s and s[-1][0] == step:
-            s[-1] = (step, held)
-        elif len(s) < RETAINED_SERIES_MAX:
-            s.append((step, held))
+        if s and (s[-1][0] == step or step - s[-1][0] < self._retained_stride):
+            if s[-1][0] == step or held >= s[-1][1]:
+                s[-1] = (s[-1][0], held)
+            return
+        s.append((step, held))
+        if len(s) >= RETAINED_SERIES_MAX:
+            self.retained_series = [max(s[i:i + 2], key=_held) for i in range(0, len(s), 2)]
+            self._retained_stride *= 2
 
     def count_seamcall(self, leaf: int, err: int, injected: bool) -> None:
         name = _LEAF_NAME.get(leaf)  # the names of the leaves seen so far: no call per SEAMCALL
