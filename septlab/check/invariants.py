@@ -523,7 +523,7 @@ class Checker(Probe):
         # PAMT_4K pages backing a region that still has leaked TD pages are part of that deliberate
         # leak (their reference is never put); pamt-refcount below checks that the count is right.
         held = {p for r, pp in self.seam.pamt.backing.items() if th.pamt_refcounts.get(r, 0) > 0 for p in pp}
-        left = [(p, o) for p, o in pages.pages() if o not in (FREE, LEAKED) and p not in held]
+        left = [(p, o) for p, o in pages.pages_in_use() if o != LEAKED and p not in held]
         if left:
             by: dict[str, int] = {}
             for _, o in left:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import TYPE_CHECKING
 
 from .locks import might_sleep
@@ -102,6 +103,15 @@ class PageAllocator:
     def pages(self) -> list[tuple[int, int]]:
         """(pfn, owner) of every page ever handed out, by pfn."""
         return [(lst.base + i, o) for _, lst in sorted(self.lists.items()) for i, o in enumerate(lst.owner)]
+
+    def pages_in_use(self) -> list[tuple[int, int]]:
+        """(pfn, owner) of every page not FREE, by pfn: pages() without the free ones, found at C speed
+        (a run's end has a million free pages at real sizes and few or none in use)."""
+        out: list[tuple[int, int]] = []
+        for _, lst in sorted(self.lists.items()):
+            owner = lst.owner
+            out += [(lst.base + i, owner[i]) for i in compress(range(len(owner)), owner)]  # FREE == 0
+        return out
 
 
 def alloc_page(host: "Host", owner: int, gfp: int = GFP_KERNEL_ACCOUNT) -> int:
