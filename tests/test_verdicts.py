@@ -254,7 +254,7 @@ def test_run_memory_does_not_grow_with_schedules():
         assert b.done == n
         return cur
 
-    small, big = kept(80), kept(240)
+    small, big = kept(40), kept(120)
     assert big < small * 1.25, (small, big)
 
 
