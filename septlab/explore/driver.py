@@ -181,9 +181,9 @@ def run_batches(scn: Scenario, rows: list[tuple[Variant, bool]], seed: int, sche
     With `workers` > 1 the seeds of all rows run in chunks on one local process pool (explore/pool.py),
     with `ray` as Ray tasks (explore/cluster.py) -- so a few long schedules of several rows (a 64 GiB TD
     per design) run side by side -- and are summarised in row and seed order, so each batch -- counts,
-    metrics, the first violating schedule -- is the one a single process computes; a first violating
-    schedule is re-run here to report it from a live world. Ctrl-C marks every unfinished batch
-    interrupted and keeps what finished."""
+    metrics, the first violating schedule (its seed and choices: `run` re-runs it to report it) -- is
+    the one a single process computes. Ctrl-C marks every unfinished batch interrupted and keeps what
+    finished."""
     batches = [Batch(scn, v, d, seed, schedules) for v, d in rows]
     pooled = workers > 1 or ray
     if ray:
@@ -205,8 +205,6 @@ def run_batches(scn: Scenario, rows: list[tuple[Variant, bool]], seed: int, sche
                 if r.status == "crash":
                     raise ModelCrash(f"model crashed in schedule seed={r.seed} ({b.variant.name}, DPAMT "
                                      f"{'on' if b.dpamt else 'off'}): {r.crash.splitlines()[-1] if r.crash else '?'}")
-                if pooled and r.violations and b.first_bad is None:
-                    r = run_schedule(scn, b.variant, b.dpamt, r.seed, fault_rate=fault_rate, history=history)
                 b.add(r)
                 if on_schedule is not None:
                     on_schedule(b)
