@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from septlab.host.host import Host
 from septlab.host.locks import SpinLock, might_lock, spin_lock, spin_unlock
-from septlab.host.page_alloc import FREE, GUEST, alloc_page, free_page, kasan_check
+from septlab.host.page_alloc import FREE, GUEST, PCP_SHIFT, alloc_page, free_page, kasan_check
 from septlab.host.probe import Probe
 from septlab.host.rcu import call_rcu, rcu_read_lock, rcu_read_unlock
 from septlab.host.task import CTX_SOFTIRQ, Task
@@ -109,7 +109,7 @@ def test_allocator_reuses_the_lowest_free_page_first():
     assert alloc_page(host, GUEST) == c + 1
     host.current = Task("vcpu1", "vcpu", cpu=2)
     d = alloc_page(host, GUEST)
-    assert d >> 24 == (a >> 24) + 1  # another CPU's list: its pfns don't depend on interleaving
+    assert d >> PCP_SHIFT == (a >> PCP_SHIFT) + 1  # another CPU's list: its pfns don't depend on interleaving
     free_page(host, c)  # freed back to the list it came from
     host.current = Task("vcpu0", "vcpu", cpu=1)
     assert alloc_page(host, GUEST) == c

@@ -53,7 +53,7 @@ class PageEvent:
     chain: tuple[str, ...]
 
 
-PCP_SHIFT = 24  # each CPU's pages live in their own 2^24-page (64 GiB) pfn range
+PCP_SHIFT = 26  # each CPU's pages live in their own 2^26-page (256 GiB) pfn range: a 64 GiB TD and its page tables fit one vCPU's
 
 
 @dataclass(slots=True)
