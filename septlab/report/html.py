@@ -122,7 +122,7 @@ def memory_figure(data: dict[str, Any], fmt: str) -> bytes:
     bx.set_yticks(list(ys), labels, fontsize=8)
     bx.set_xlabel("MiB")
     bx.set_title("extra memory held (peak)")
-    bx.legend(fontsize=7.5, loc="lower right")
+    bx.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     bx.grid(alpha=0.3, axis="x")
     fig.suptitle(f"septlab compare: scenario {data.get('scenario', '?')}: memory")
     fig.tight_layout()
