@@ -154,6 +154,14 @@ class IntMap:
         return f"{self._small.__name__}({dict(self.items())!r})"
 
 
+def _getitem_via_get(self: IntMap, k: Any) -> int:
+    """m[k] of a large form: its get() with a sentinel (the slots hold ints, absent is _ABSENT)."""
+    v = self.get(k, _ABSENT)
+    if v == _ABSENT:
+        raise KeyError(k)
+    return v
+
+
 class _ChunkedIntMap(IntMap):
     """IntMap's large form: key k in chunk k >> CHUNK_BITS, slot k & _MASK. The methods are written out
     (no shared helper): they run for nearly every modelled step, and a call costs more than the
@@ -171,11 +179,7 @@ class _ChunkedIntMap(IntMap):
         v = c[k & _MASK]
         return default if v == _ABSENT else v
 
-    def __getitem__(self, k: Any) -> int:
-        v = self.get(k, _ABSENT)
-        if v == _ABSENT:
-            raise KeyError(k)
-        return v
+    __getitem__ = _getitem_via_get
 
     def __contains__(self, k: Any) -> bool:
         try:
@@ -265,11 +269,7 @@ class _ChunkedEntryMap(EntryMap):
         v = c[(k >> _LANE) & _MASK]
         return default if v == _ABSENT else v
 
-    def __getitem__(self, k: Any) -> int:
-        v = self.get(k, _ABSENT)
-        if v == _ABSENT:
-            raise KeyError(k)
-        return v
+    __getitem__ = _getitem_via_get
 
     def __contains__(self, k: Any) -> bool:
         return self.get(k, _ABSENT) != _ABSENT
