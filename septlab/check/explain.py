@@ -342,14 +342,20 @@ def explain_schedule(scn: Any, variant: Any, dpamt: bool, seed: int, choices: li
                      replay_cmd: str, header: str, show_all: bool = False) -> str | None:
     """Re-run one schedule with footprints recorded and explain its first violation (None: it has none)."""
     from ..explore.driver import run_schedule
-    from .report import render
 
     rec = Recording()
     res = run_schedule(scn, variant, dpamt, seed, choices=choices, history=True, observer=recorder(rec))
+    return _explain_result(rec, res, replay_cmd, header, show_all)
+
+
+def _explain_result(rec: Recording, res: Any, replay_cmd: str, header: str, show_all: bool) -> str | None:
+    """The explanation of a recorded run's first violation, with its report (None: it has none)."""
+    from .report import render
+
     if not res.violations:
         return None
     v = res.violations[0]
-    host = res.world.host  # type: ignore[union-attr]
+    host = res.world.host
     return explain_text(rec, v, render(v, host, res.log, replay_cmd, header), header, show_all, host.history)
 
 
@@ -358,15 +364,10 @@ def explain_trace(path: Any, variant_file: str | None = None, scenario: str | No
     """`septlab explain TRACE.json`: replay the trace (checked like `septlab replay`) while recording, then
     explain its first violation. Returns (trace data, run result, text or None if nothing is violated)."""
     from ..explore.driver import replay_trace
-    from .report import render
 
     rec = Recording()
     data, res = replay_trace(path, variant_file, scenario, observer=recorder(rec))
-    if not res.violations:
-        return data, res, None
-    v = res.violations[0]
     cmd = f"septlab replay {path}" + (f" --variant {variant_file}" if variant_file else "")
     header = (f"scenario {data['scenario']}  variant {data['variant']}  DPAMT {'on' if data['dpamt'] else 'off'}"
               f"  seed {data['seed']}  steps {res.steps}")
-    host = res.world.host  # type: ignore[union-attr]
-    return data, res, explain_text(rec, v, render(v, host, res.log, cmd, header), header, show_all, host.history)
+    return data, res, _explain_result(rec, res, cmd, header, show_all)
