@@ -109,3 +109,29 @@ def write_atomic(path: Path, data: bytes, what: str = "output") -> None:
 def write_json_atomic(path: Path, obj: Any, what: str = "output") -> None:
     """JSON, indented, key order as given, one trailing newline; atomically."""
     write_atomic(path, (json.dumps(obj, indent=1) + "\n").encode(), what)
+
+
+def read_json_object(path: Path, kind: str, max_bytes: int, error: type[Exception]) -> dict[str, Any]:
+    """Read one JSON object written by septlab (a trace, a compare result) or raise `error` with one
+    line naming the file (and the line, for invalid JSON): a directory, a missing or unreadable file,
+    one too large to be `kind`, invalid UTF-8 or JSON, or a top level that is not an object."""
+    where = printable(path)
+    if path.is_dir():
+        raise error(f"{where}: is a directory, not a {kind} file")
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise error(f"{where}: {size} bytes: larger than a {kind} can be ({max_bytes >> 20} MiB)")
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise error(f"{where}: no such {kind} file") from None
+    except OSError as e:
+        raise error(f"{where}: cannot read: {e.strerror or e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        line = getattr(e, "lineno", 1)
+        raise error(f"{where}:{line}: not a septlab {kind} (invalid JSON: {printable(getattr(e, 'msg', e))})") from None
+    except (RecursionError, MemoryError, ValueError) as e:
+        raise error(f"{where}: not a septlab {kind} ({type(e).__name__})") from None
+    if not isinstance(data, dict):
+        raise error(f"{where}:1: not a septlab {kind} (top level is not an object)")
+    return data

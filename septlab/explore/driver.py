@@ -21,7 +21,7 @@ from .. import __version__
 from ..check.invariants import INVARIANTS, Checker, Violation
 from ..check.watchdog import Thresholds, Watchdog
 from ..metrics.metrics import merge
-from ..outputs import printable
+from ..outputs import printable, read_json_object
 from ..outputs import write_json_atomic as write_json_atomic
 from ..scenarios import Scenario, builtin_names, load_scenario
 from ..scenarios.world import World, build_world
@@ -296,24 +296,7 @@ def trace_json(header: dict[str, Any], res: RunResult) -> dict[str, Any]:
 def load_trace(path: Path) -> tuple[dict[str, Any], list[tuple[int, int]]]:
     """Read and validate a trace: data only, every field typed, the digest intact."""
     where = printable(path)
-    if path.is_dir():
-        raise TraceError(f"{where}: is a directory, not a trace file")
-    try:
-        size = path.stat().st_size
-        if size > TRACE_MAX_BYTES:
-            raise TraceError(f"{where}: {size} bytes: larger than a trace can be ({TRACE_MAX_BYTES >> 20} MiB)")
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise TraceError(f"{where}: no such trace file") from None
-    except OSError as e:
-        raise TraceError(f"{where}: cannot read: {e.strerror or e}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        line = getattr(e, "lineno", 1)
-        raise TraceError(f"{where}:{line}: not a septlab trace (invalid JSON: {printable(getattr(e, 'msg', e))})") from None
-    except (RecursionError, MemoryError, ValueError) as e:
-        raise TraceError(f"{where}: not a septlab trace ({type(e).__name__})") from None
-    if not isinstance(data, dict):
-        raise TraceError(f"{where}:1: not a septlab trace (top level is not an object)")
+    data = read_json_object(path, "trace", TRACE_MAX_BYTES, TraceError)
     if not isinstance(data.get("format"), int) or isinstance(data.get("format"), bool):
         raise TraceError(f"{where}: field 'format': missing or not int")
     if data["format"] != TRACE_FORMAT:

@@ -14,11 +14,10 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
-from ..outputs import OutputError, printable, write_atomic
+from ..outputs import OutputError, printable, read_json_object, write_atomic
 
 MAX_RESULTS_BYTES = 256 << 20
 
@@ -30,22 +29,7 @@ class ReportInputError(Exception):
 def load_results(path: Path) -> dict[str, Any]:
     """Read a `septlab compare --json` result and check the fields the report uses."""
     where = printable(path)
-    try:
-        if path.is_dir():
-            raise ReportInputError(f"{where}: is a directory, not a results file")
-        if path.stat().st_size > MAX_RESULTS_BYTES:
-            raise ReportInputError(f"{where}: larger than {MAX_RESULTS_BYTES >> 20} MiB: not a septlab result")
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise ReportInputError(f"{where}: no such results file") from None
-    except OSError as e:
-        raise ReportInputError(f"{where}: cannot read: {e.strerror or e}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReportInputError(f"{where}:{getattr(e, 'lineno', 1)}: not JSON ({printable(getattr(e, 'msg', e))})") from None
-    except (RecursionError, ValueError) as e:
-        raise ReportInputError(f"{where}: not a septlab result ({type(e).__name__})") from None
-    if not isinstance(data, dict):
-        raise ReportInputError(f"{where}:1: not a septlab result (top level is not an object)")
+    data = read_json_object(path, "result", MAX_RESULTS_BYTES, ReportInputError)
     rows = data.get("results")
     if not isinstance(rows, list) or not rows:
         raise ReportInputError(f"{where}: field 'results': missing or empty: `septlab report` reads the JSON of "
