@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from .explore.driver import (
 )
 from .explore.exhaustive import CheckpointError
 from .explore.pool import cpu_workers
+from .explore.results import ResumeError, comparison, finished_rows, row_json, row_memory, write_results
 from .explore.runtime import ReplayDivergence
 from .explore.verdict import (
     BOUNDED,
@@ -366,11 +368,15 @@ def explain(trace: Path, variant_file: str | None, scenario: str | None, show_al
     out.print(text)
 
 
-def _compare_rows(scn: Any, variants: list[Any], modes: list[bool], schedules: int, seed: int,
-                  fault_rate: float | None, workers: int = 1, ray: bool = False) -> tuple[list[Batch], bool]:
-    """One batch per (variant, DPAMT), all on one pool; Ctrl-C keeps the finished rows and the partial ones."""
-    specs = [(var, dp) for var in variants for dp in modes]
-    total = len(specs) * schedules
+def _compare_rows(scn: Any, specs: list[tuple[Any, bool]], schedules: int, seed: int, fault_rate: float | None,
+                  workers: int, ray: bool, prior: dict[int, Batch], on_row: Callable[[int, Batch], None]
+                  ) -> tuple[list[Batch], bool]:
+    """One batch per (variant, DPAMT) not in `prior` (rows resumed from an earlier run), all on one pool,
+    `on_row(spec index, batch)` as each finishes; the rows in spec order. Ctrl-C keeps the finished rows
+    and the partial ones."""
+    todo = [i for i in range(len(specs)) if i not in prior]
+    index = {(id(specs[i][0]), specs[i][1]): i for i in todo}
+    total = len(todo) * schedules
     with _progress(total, "compare") as prog:
         task = prog.add_task("compare", total=total, note="")
         started: dict[int, Batch] = {}
@@ -379,33 +385,22 @@ def _compare_rows(scn: Any, variants: list[Any], modes: list[bool], schedules: i
             started[id(b)] = b
             prog.update(task, completed=sum(x.done for x in started.values()),
                         note=f"{b.variant.name}{' +dpamt' if b.dpamt else ''}")
+            if b.done == b.total:
+                on_row(index[id(b.variant), b.dpamt], b)
 
-        rows = run_batches(scn, specs, seed, schedules, fault_rate=fault_rate, workers=workers, ray=ray,
-                           on_schedule=tick)
-    interrupted = any(b.interrupted for b in rows)
+        ran = run_batches(scn, [specs[i] for i in todo], seed, schedules, fault_rate=fault_rate, workers=workers,
+                          ray=ray, on_schedule=tick) if todo else []
+    by_index = {**prior, **dict(zip(todo, ran, strict=True))}
+    rows = [by_index[i] for i in range(len(specs))]
+    interrupted = any(b.interrupted for b in ran)
     if interrupted:
         rows = [b for b in rows if b.done]
     return rows, interrupted
 
 
-def _row_json(b: Batch, trace: Path | None = None) -> dict[str, Any]:
-    """One compare row as JSON: verdict, metrics, the memory answer (metrics/memory.py) with the curves
-    `septlab report` plots, and the first violating schedule's trace."""
-    from .metrics.memory import memory_answer
-
-    m = dict(b.metrics)
-    if b.done:
-        m["retained_page_steps_mean"] = round(m.get("retained_page_steps", 0) / b.done, 3)
-    return {"variant": b.variant.name, "variant_file": b.variant.source or None, "dpamt": b.dpamt,
-            "schedules": b.done, "schedules_requested": b.total, "schedules_bounded": b.bounded,
-            **b.verdict.as_json(), "violations": b.violation_counts(), "metrics": m,
-            "memory": memory_answer(b.metrics, b.done, b.retained_series, b.first_series or []),
-            "trace": str(trace) if trace else None}
-
-
 def compare_table(scenario: str, schedules: int, seed: int, rows: list[Batch], width: int | None) -> Table:
     """The comparison, readable at 80 columns: the secondary counters only when the terminal is wide."""
-    from .metrics.memory import human_size, memory_answer
+    from .metrics.memory import human_size
 
     wide = width is None or width >= 130
     t = Table(title=f"septlab compare: scenario {scenario}, {schedules} schedules each, seeds {seed}.."
@@ -444,7 +439,7 @@ def compare_table(scenario: str, schedules: int, seed: int, rows: list[Batch], w
             elif key == "seamcalls":
                 vals.append(str(sum(m.get("seamcalls", {}).values())))
             elif key in ("held_peak", "held_gps", "pamt_mem"):
-                ans = memory_answer(m, b.done, b.retained_series, [])
+                ans = row_memory(b)
                 vals.append(human_size(ans["peak_retained_pages"]) if key == "held_peak" else
                             f"{ans['held_grace_periods_mean']:g}" if key == "held_gps" else
                             human_size(ans["peak_pamt_pages"]))
@@ -474,13 +469,21 @@ def compare_table(scenario: str, schedules: int, seed: int, rows: list[Batch], w
 @_schedule_workers
 @click.option("--fail-on-violation", is_flag=True, help="Exit 1 if any row violates an invariant (4 if none does "
               "but some row is bounded): for CI. Without it compare exits 0 once its table is printed.")
+@click.option("--resume", is_flag=True, help="Keep the rows of --json FILE that an earlier run of this same comparison "
+              "finished (same scenario and content, --set, -n, --seed, --fault-rate) and run only the others. --json is "
+              "rewritten as each row finishes, so a killed compare loses only the rows it was running.")
 def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int, fault_rate: float | None,
             sets: tuple[str, ...], json_out: Path | None, plot: Path | None, trace_dir: Path | None, workers: int,
-            ray_address: str | None, fail_on_violation: bool) -> None:
+            ray_address: str | None, fail_on_violation: bool, resume: bool) -> None:
     """Compare designs: one row per (variant, DPAMT) with its result and memory metrics.
+
+    At real sizes a row is long (a 64 GiB TD: about an hour of CPU per design): give --json, and a run that
+    is stopped keeps every finished row; --resume then runs only the missing ones.
 
     Exit status: 0 once the table is printed (violations are the answer, not an error), unless
     --fail-on-violation; 130 if interrupted (the finished rows are printed and written)."""
+    if resume and json_out is None:
+        raise BadInput("--resume: give --json FILE, the results file of the run to continue")
     if json_out:
         check_output_path(json_out, "--json")
     fmt = check_plot_path(plot) if plot else ""
@@ -490,42 +493,64 @@ def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int,
     names = [n.strip() for n in variants.split(",") if n.strip()]
     if not names:
         raise BadInput("--variants: give at least one variant name")
+    if dup := sorted({n for n in names if names.count(n) > 1}):
+        raise BadInput(f"--variants: {printable(dup[0])} given twice")
     vars_ = resolve_variants(names)
     modes = {"off": [False], "on": [True], "both": [False, True]}[dpamt]
-    rows, interrupted = _compare_rows(scn, vars_, modes, schedules, seed, fault_rate, cpu_workers(workers),
-                                      _ray(ray_address))
+    specs = [(var, dp) for var in vars_ for dp in modes]
+    header = comparison(scn, ov, schedules, seed, fault_rate)
+    prior: dict[int, Batch] = {}
+    if resume and json_out is not None and json_out.exists():
+        try:
+            prior = finished_rows(json_out, header, scn, specs)
+        except ResumeError as e:
+            raise BadInput(f"--resume: {e}") from None
+        err.print(f"resuming {printable(json_out)}: {len(prior)} of {len(specs)} rows finished earlier, "
+                  f"{len(specs) - len(prior)} to run")
+    traces: dict[int, Path] = {}  # id(batch) -> its first violating schedule's trace
+
+    def save_trace(b: Batch) -> None:
+        if b.loaded is not None and b.loaded.get("trace"):
+            traces[id(b)] = Path(b.loaded["trace"])
+        if b.first_bad is None or trace_dir is None or id(b) in traces:
+            return
+        bad = b.first_bad
+        rate = fault_rate if fault_rate is not None else scn.alternative(bad.seed).fault_rate
+        traces[id(b)] = _trace_path(trace_dir, Path(scn.name).stem, b.variant.name, "dpamt" if b.dpamt else "",
+                                    f"seed{bad.seed}")
+        write_json_atomic(traces[id(b)], trace_json(trace_header(scn, b.variant, b.dpamt, bad.seed, rate, ov), bad),
+                          "trace")
+
+    finished = dict(prior)
+    for b in prior.values():
+        save_trace(b)
+
+    def row_done(i: int, b: Batch) -> None:  # keep it now: a row at real sizes is an hour of CPU
+        finished[i] = b
+        save_trace(b)
+        if json_out:
+            write_results(json_out, header, [finished[k] for k in sorted(finished)], traces, False, len(specs))
+
+    rows, interrupted = _compare_rows(scn, specs, schedules, seed, fault_rate, cpu_workers(workers),
+                                      _ray(ray_address), prior, row_done)
     out.print(compare_table(scn.name, schedules, seed, rows, out.width if sys.stdout.isatty() else None))
     out.print(_verdict(rows))
     if interrupted:
-        out.print(f"interrupted: {len(rows)} of {len(vars_) * len(modes)} rows started; unfinished ones are partial")
-    traces: dict[int, Path] = {}
-    for i, b in enumerate(rows):  # each violating row's first violating schedule, to replay or explain
-        if b.first_bad is not None and trace_dir is not None:
-            bad = b.first_bad
-            rate = fault_rate if fault_rate is not None else scn.alternative(bad.seed).fault_rate
-            traces[i] = _trace_path(trace_dir, Path(scn.name).stem, b.variant.name, "dpamt" if b.dpamt else "",
-                                    f"seed{bad.seed}")
-            write_json_atomic(traces[i], trace_json(trace_header(scn, b.variant, b.dpamt, bad.seed, rate, ov), bad),
-                              "trace")
+        out.print(f"interrupted: {len(rows)} of {len(specs)} rows started; unfinished ones are partial")
+    for b in rows:  # each violating row's first violating schedule, to replay or explain
+        save_trace(b)
     if traces:
-        err.print(f"traces of the first violating schedules: {', '.join(str(p) for p in traces.values())}")
+        err.print("traces of the first violating schedules: "
+                  + ", ".join(str(traces[id(b)]) for b in rows if id(b) in traces))
     if json_out:
-        write_json_atomic(json_out, {"septlab": __version__, "command": "compare", "scenario": scn.name,
-                                     "schedules": schedules, "seed": seed, "set": ov, "interrupted": interrupted,
-                                     "results": [_row_json(b, traces.get(i)) for i, b in enumerate(rows)]}, "--json")
+        write_results(json_out, header, rows, traces, interrupted, len(specs))
     if plot:
-        from .metrics.plot import PlotRow, plot_compare
+        from .report.html import answer_png, memory_figure
 
-        prow = [PlotRow(f"{b.variant.name}{' +DPAMT' if b.dpamt else ''}", b.retained_series,
-                        b.metrics.get("retained_page_steps", 0) / max(b.done, 1),
-                        ", ".join(f"{k} {100 * n // max(b.done, 1)}%" for k, n in b.counts.items()),
-                        bool(b.counts)) for b in rows]
-        plot_compare(plot, fmt, scn.name, schedules, prow)
-        from .report.html import memory_figure
-
+        data = {"scenario": scn.name, "schedules": schedules, "results": [row_json(b) for b in rows]}
+        write_atomic(plot, answer_png(data, fmt), "--plot")
         mem_plot = plot.with_name(plot.stem + "-memory" + plot.suffix)
-        write_atomic(mem_plot, memory_figure({"scenario": scn.name, "results": [_row_json(b) for b in rows]}, fmt),
-                     "--plot")
+        write_atomic(mem_plot, memory_figure(data, fmt), "--plot")
         err.print(f"plot: {plot}, host memory over time: {mem_plot}")
     if interrupted:
         sys.exit(EXIT_INTERRUPTED)
@@ -536,7 +561,7 @@ def compare(scenario: str, variants: str, dpamt: str, schedules: int, seed: int,
 
 
 def _verdict(rows: list[Batch]) -> str:
-    from .metrics.memory import human_size, memory_answer
+    from .metrics.memory import human_size
 
     lines = ["", "What the model says:"]
     for b in rows:
@@ -548,7 +573,7 @@ def _verdict(rows: list[Batch]) -> str:
         elif v.kind == BOUNDED:
             lines.append(tag + f"NOT shown safe: {v.why}")
         else:
-            ans = memory_answer(m, b.done, b.retained_series, [])
+            ans = row_memory(b)
             lines.append(tag + f"safe in {b.done} schedules; reclaimed S-EPT pages held "
                          f"{round(m.get('retained_page_steps', 0) / b.done, 3)} page-steps per schedule before "
                          f"being freed (at most {human_size(ans['peak_retained_pages'])} at once, "

@@ -135,6 +135,7 @@ class Batch:
     first_series: list[tuple[int, int]] | None = None
     retained_series: list[list[tuple[int, int]]] = field(default_factory=list)
     interrupted: bool = False
+    loaded: dict[str, Any] | None = None  # the JSON row `compare --resume` rebuilt this batch from
 
     def add(self, r: RunResult) -> None:
         self.done += 1

@@ -9,9 +9,6 @@ in a whole-run "pages in use" plot hides in the last few dozen steps. Right: the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
-from ..outputs import write_atomic
 
 GRID = 400
 
@@ -50,10 +47,6 @@ def mean_curve(runs: list[list[tuple[int, int]]]) -> tuple[list[int], list[float
         for i, v in enumerate(_held_at(r, xs)):
             total[i] += v
     return xs, [t / len(runs) for t in total]
-
-
-def plot_compare(path: Path, fmt: str, scenario: str, schedules: int, rows: list[PlotRow]) -> None:
-    write_atomic(path, compare_figure(fmt, scenario, schedules, rows), "--plot")
 
 
 def compare_figure(fmt: str, scenario: str, schedules: int, rows: list[PlotRow]) -> bytes:

@@ -61,8 +61,9 @@ def _png(fig: Any, fmt: str = "png") -> bytes:
     return buf.getvalue()
 
 
-def answer_png(data: dict[str, Any]) -> bytes:
-    """compare --plot's picture, drawn from the JSON: S-EPT pages held after RECLAIM, cost and verdict."""
+def answer_png(data: dict[str, Any], fmt: str = "png") -> bytes:
+    """compare --plot's picture, drawn from the JSON rows (so `compare --plot`, `compare --resume --plot`
+    and `septlab report` draw the same bytes): S-EPT pages held after RECLAIM, cost and verdict."""
     from ..metrics.plot import PlotRow, compare_figure
 
     rows = [PlotRow(_label(r), [[(x, y) for x, y in r["memory"].get("retained_curve", [])]],
@@ -70,7 +71,7 @@ def answer_png(data: dict[str, Any]) -> bytes:
                     ", ".join(f"{k} {100 * n // max(r.get('schedules', 1), 1)}%"
                               for k, n in r.get("violations", {}).items() if n),
                     r.get("kind") == "violated") for r in data["results"]]
-    return compare_figure("png", str(data.get("scenario", "?")), int(data.get("schedules", 0) or 0), rows)
+    return compare_figure(fmt, str(data.get("scenario", "?")), int(data.get("schedules", 0) or 0), rows)
 
 
 def memory_png(data: dict[str, Any]) -> bytes:
