@@ -17,8 +17,9 @@ def base_seeds(scenario: str, n: int) -> list[int]:
 
 
 def violations_over(scenario: str, variant: str, dpamt: bool, schedules: int,
-                    seeds: list[int] | None = None) -> dict[str, int]:
-    """Schedules (seeds 0..n-1, or `seeds`) in which each invariant was violated."""
+                    seeds: list[int] | None = None, until: tuple[str, ...] = ()) -> dict[str, int]:
+    """Schedules (seeds 0..n-1, or `seeds`) in which each invariant was violated; with `until`, stop
+    as soon as every invariant named there has fired (a mutant's test needs one schedule each)."""
     scn = load_scenario(scenario)
     var = get_variant(variant)
     counts: dict[str, int] = {}
@@ -27,6 +28,8 @@ def violations_over(scenario: str, variant: str, dpamt: bool, schedules: int,
         assert r.status != "crash", r.crash
         for name in {v.invariant for v in r.violations}:
             counts[name] = counts.get(name, 0) + 1
+        if until and all(counts.get(name) for name in until):
+            break
     return counts
 
 

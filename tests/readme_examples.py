@@ -92,7 +92,7 @@ def main() -> int:
                     script.append(cmd)
                     continue
                 q = shlex.quote(cmd)
-                script += [f"echo '$ '{q}", f"( {cmd} ) > .readme.out 2>&1; rc=$?",
+                script += ["t0=$SECONDS", f"( {cmd} ) > .readme.out 2>&1; rc=$?", f"echo \"[$((SECONDS - t0)) s] \"'$ '{q}",
                            f"if [ $rc -ne {want} ]; then echo \"FAILED (exit $rc, README says {want}): \"{q}; "
                            "tail -20 .readme.out; fail=1; fi"]
     script.append("exit $fail")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from septlab.explore.hypothesis_sm import make_state_machine
@@ -12,8 +12,10 @@ from septlab.variants import get_variant
 
 
 def _settings(max_examples: int) -> settings:
+    # no shrinking: these tests ask whether a failure is found, not for the smallest one (that took 40 s)
     return settings(max_examples=max_examples, stateful_step_count=400, deadline=None, derandomize=True,
-                    database=None, report_multiple_bugs=False, suppress_health_check=list(HealthCheck))
+                    database=None, report_multiple_bugs=False, suppress_health_check=list(HealthCheck),
+                    phases=(Phase.explicit, Phase.reuse, Phase.generate))
 
 
 def test_finds_remove_without_track_on_small_seed() -> None:

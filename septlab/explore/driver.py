@@ -118,6 +118,9 @@ class ModelCrash(Exception):
     """The model raised inside a schedule (a septlab bug, or an exception in a variant's hook): exit 3."""
 
 
+RETAINED_SERIES = 64  # schedules whose retained-page series a batch keeps for its plot (the rest: counts only)
+
+
 @dataclass
 class Batch:
     """N schedules of one (scenario, variant, DPAMT), summarised as they finish: memory stays flat in N."""
@@ -146,7 +149,7 @@ class Batch:
         self.metrics = merge([self.metrics, r.metrics]) if self.metrics else merge([r.metrics])
         if self.first_series is None:
             self.first_series = r.series
-        if len(self.retained_series) < 64 and (r.checker is not None or r.retained is not None):
+        if len(self.retained_series) < RETAINED_SERIES and (r.checker is not None or r.retained is not None):
             self.retained_series.append(r.checker.metrics.retained_series if r.checker is not None
                                         else r.retained or [])
         if r.violations and self.first_bad is None:
