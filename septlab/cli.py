@@ -167,9 +167,11 @@ def _report_violation(scn: Any, var: Any, dpamt: bool, bad: Any, rate: float, ov
     cmd = f"septlab replay {trace_file}" + (f" --variant {var.source}" if var.source else "")
     header = (f"scenario {scn.name}  variant {var.name}  DPAMT {_mode(dpamt)}  seed {bad.seed}  "
               f"explorer random  steps {bad.steps}")
-    text = explain_schedule(scn, var, dpamt, bad.seed, bad.choices, cmd, header) if explain else None
+    if explain:
+        full, text = explain_schedule(scn, var, dpamt, bad.seed, bad.choices, cmd, header)
+    else:
+        full, text = run_schedule(scn, var, dpamt, bad.seed, choices=bad.choices, history=True), None
     if text is None:
-        full = run_schedule(scn, var, dpamt, bad.seed, choices=bad.choices, history=True)
         v = full.violations[0] if full.violations else bad.violations[0]
         text = render(v, full.world.host, full.log, cmd, header)  # type: ignore[union-attr]
     out.print(text)
@@ -731,21 +733,23 @@ def check(scenario: str, variant: str, dpamt: bool, exhaustive: bool, strategy: 
     trace_data: dict[str, Any] = {}
     if res.violation is not None:
         v = res.violation
-        full_run = run_schedule(scn, var, dpamt, 0, choices=res.choices, history=True)
+        head = (f"scenario {scn.name}  variant {var.name}  DPAMT {_mode(dpamt)}  explorer "
+                f"check/{strategy}  states {st.states:,}")
+        trace_file = _trace_path(trace_dir, "check", scn.name, var.name, "dpamt" if dpamt else "")
+        cmd = f"septlab replay {trace_file}" + (f" --variant {var.source}" if var.source else "")
+        if explain:  # one re-run, with histories and footprints: the trace and the diagram come from it
+            full_run, text = explain_schedule(scn, var, dpamt, 0, res.choices, cmd, head)
+        else:
+            full_run, text = run_schedule(scn, var, dpamt, 0, choices=res.choices, history=True), None
         header = trace_header(scn, var, dpamt, 0, scn.fault_rate, ov)
         header["scenario_small"] = not full
         lasso = v.details.get("lasso") if isinstance(v.details, dict) else None
         if lasso:
             header["lasso"] = {k: lasso[k] for k in ("prefix", "loop", "task")}
-        trace_file = _trace_path(trace_dir, "check", scn.name, var.name, "dpamt" if dpamt else "")
         trace_data = trace_json(header, full_run)
-        cmd = f"septlab replay {trace_file}" + (f" --variant {var.source}" if var.source else "")
         kind = "shortest (BFS)" if strategy == "bfs" else "first found (DFS)"
         w = full_run.world
         vv = full_run.violations[0] if full_run.violations else v
-        head = (f"scenario {scn.name}  variant {var.name}  DPAMT {_mode(dpamt)}  explorer "
-                f"check/{strategy}  states {st.states:,}")
-        text = explain_schedule(scn, var, dpamt, 0, res.choices, cmd, head) if explain else None
         if lasso:
             n = lasso["loop"]
             out.print(f"\nliveness counterexample (lasso): {lasso['prefix']} transitions to the loop, then "

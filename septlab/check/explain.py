@@ -339,13 +339,15 @@ def explain_text(rec: Recording, v: Violation, report: str, header: str, show_al
 
 
 def explain_schedule(scn: Any, variant: Any, dpamt: bool, seed: int, choices: list[tuple[int, int]],
-                     replay_cmd: str, header: str, show_all: bool = False) -> str | None:
-    """Re-run one schedule with footprints recorded and explain its first violation (None: it has none)."""
+                     replay_cmd: str, header: str, show_all: bool = False) -> tuple[Any, str | None]:
+    """Re-run one schedule with page histories and footprints recorded: the run (what a plain replay
+    with histories returns, so the caller needs no second run) and the explanation of its first
+    violation (None: it has none)."""
     from ..explore.driver import run_schedule
 
     rec = Recording()
     res = run_schedule(scn, variant, dpamt, seed, choices=choices, history=True, observer=recorder(rec))
-    return _explain_result(rec, res, replay_cmd, header, show_all)
+    return res, _explain_result(rec, res, replay_cmd, header, show_all)
 
 
 def _explain_result(rec: Recording, res: Any, replay_cmd: str, header: str, show_all: bool) -> str | None:
