@@ -105,7 +105,7 @@ def test_steps_the_footprints_call_independent_commute(scenario):
     scn = load_scenario(scenario, small=True)
     ex = Executor(scn, get_variant("tdx-free"), False)
     ex.record = False
-    tracer = Tracer()
+    tracer = Tracer(por=True)  # the explorers' tracer: counter adds, list lengths
     rng = random.Random(7)
 
     def at(path):
@@ -213,3 +213,139 @@ def test_element_keys_and_whole_attributes_overlap():
     d = record(lambda: setattr(td, "sept_page", td.sept_state))
     assert isinstance(td.sept_page, IntMap) and td.sept_page is td.sept_state  # the map, not its wrapper
     assert dependent(a, d)
+
+
+def test_counter_updates_commute_and_reads_of_the_counter_do_not():
+    """With por=True (the explorers' tracer), `lock.readers += 1` by one step and `-= 1` by another
+    are independent; a step that reads the count (write_lock's enabling `readers == 0`) or assigns it
+    depends on both; without por=True (explain) every update is a read and a write."""
+    from septlab.explore import footprint
+    from septlab.explore.traced import REC
+    from septlab.host.locks import RwLock
+
+    lock = RwLock("mmu_lock")
+
+    def record(body, por=True):
+        rec = footprint.Recorder(por)
+        footprint._install()
+        REC[0] = rec
+        try:
+            body()
+        finally:
+            REC[0] = None
+            footprint._uninstall()
+        return rec.result()
+
+    def inc():
+        lock.readers += 1
+
+    def dec():
+        lock.readers -= 1
+
+    k = (("lock", "mmu_lock"), "readers")
+    a, b = record(inc), record(dec)
+    assert k in a[3] and k not in a[0] and k not in a[1]
+    assert not dependent(a, b)
+    reader = record(lambda: lock.can_write())
+    assert k in reader[0] and dependent(a, reader) and dependent(reader, b)
+    assert dependent(a, record(lambda: setattr(lock, "readers", 0)))
+    # read, then (another access between) written: a plain read and write
+    both = record(lambda: (lock.readers, lock.writer, setattr(lock, "readers", 0)))
+    assert k in both[0] and k in both[1] and dependent(both, a)
+    assert dependent(record(inc, por=False), record(dec, por=False))
+    assert lock.readers == 0
+
+
+def test_a_page_state_check_reads_one_page_and_the_list_length():
+    """With por=True, PageAllocator.state(pfn) (every KASAN check) reads page pfn's owner and the pcp
+    list's length, not the whole list: setting another page's owner is independent of it, setting the
+    same page's or handing out a new page (append: the length moves) is not."""
+    from septlab.explore import footprint
+    from septlab.explore.traced import REC
+    from septlab.host.page_alloc import PCP_SHIFT, PageAllocator, PcpList
+
+    pa = PageAllocator()
+    lst = pa.lists[0] = PcpList(1 << PCP_SHIFT)
+    lst.owner.extend([1, 1, 1])
+
+    def record(body, por=True):
+        rec = footprint.Recorder(por)
+        footprint._install()
+        REC[0] = rec
+        try:
+            body()
+        finally:
+            REC[0] = None
+            footprint._uninstall()
+        return rec.result()
+
+    base = lst.base
+    check = record(lambda: pa.state(base + 1))
+    assert not dependent(check, record(lambda: pa._set(base + 2, 3)))
+    assert dependent(check, record(lambda: pa._set(base + 1, 3)))
+    assert dependent(check, record(lambda: pa.lists[0].owner.append(2)))
+    assert dependent(record(lambda: pa.state(base + 1), por=False), record(lambda: pa._set(base + 2, 1)))
+
+
+def test_every_write_of_a_counter_is_an_add():
+    """The soundness condition of COUNTERS (explore/footprint.py), checked on the source: every
+    assignment to a counter attribute is `x.attr += k` or `-= k` with k a constant or a plain name (so
+    the read it makes feeds only the write, with no traced access between), except the initial values
+    build_world() sets before any step runs; no setattr() names one (nor, in model code, computes its
+    name)."""
+    import ast
+
+    from septlab.explore.footprint import COUNTERS
+
+    names = {n for _, n in COUNTERS}
+    allowed_plain = {("scenarios/world.py", "build_world")}
+    # setattr() with a computed name on objects that are not world state (statistics, the ops table)
+    tool_code = {"explore/exhaustive.py", "explore/parallel.py", "variants/__init__.py"}
+    root = Path(__file__).resolve().parents[1] / "septlab"
+    bad: list[str] = []
+    adds = 0
+
+    class Audit(ast.NodeVisitor):
+        def __init__(self, rel: str):
+            self.rel, self.fn = rel, ""
+
+        def visit_FunctionDef(self, node: ast.AST) -> None:
+            outer, self.fn = self.fn, node.name  # type: ignore[attr-defined]
+            self.generic_visit(node)
+            self.fn = outer
+
+        visit_AsyncFunctionDef = visit_FunctionDef
+
+        def visit_AugAssign(self, node: ast.AugAssign) -> None:
+            nonlocal adds
+            if isinstance(node.target, ast.Attribute) and node.target.attr in names:
+                if isinstance(node.op, (ast.Add, ast.Sub)) and isinstance(node.value, (ast.Constant, ast.Name)):
+                    adds += 1
+                else:
+                    bad.append(f"{self.rel}:{node.lineno}")
+            self.generic_visit(node)
+
+        def visit_Attribute(self, node: ast.Attribute) -> None:  # a plain store (=, :=, for, with, del)
+            if node.attr in names and isinstance(node.ctx, (ast.Store, ast.Del)) and \
+                    (self.rel, self.fn) not in allowed_plain:
+                bad.append(f"{self.rel}:{node.lineno}")
+            self.generic_visit(node)
+
+        def visit_Call(self, node: ast.Call) -> None:
+            if isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr") and len(node.args) > 1:
+                name = node.args[1]
+                if isinstance(name, ast.Constant) and name.value in names or \
+                        not isinstance(name, ast.Constant) and self.rel not in tool_code:
+                    bad.append(f"{self.rel}:{node.lineno}")
+            self.generic_visit(node)
+
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        a = Audit(rel)
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):  # an AugAssign's target is visited by visit_Attribute: skip those
+            if isinstance(node, ast.AugAssign):
+                node.target.ctx = ast.Load()
+        a.visit(tree)
+    assert not sorted(set(bad)), f"writes of a COUNTERS attribute that are not adds: {sorted(set(bad))}"
+    assert adds >= 10

@@ -176,9 +176,15 @@ class Executor:
         return [self.host, self.world.kvm, self.checker]
 
     def footprint_enabling(self, tid: int) -> None:
-        """What makes task tid's next step possible: its lock or wait condition, and the fault budget."""
-        op_enabled(self.threads[tid].op)
-        self._may_inject()
+        """What makes task tid's next step possible: its lock or wait condition, and -- for a SEAMCALL
+        that transitions() may offer failing -- the fault budget. The budget (host.injections) decides
+        only which injected variants of such a step exist; a step with none (any other op, a nofail
+        SEAMCALL, a leaf the scenario injects nothing into) does not read it (docs/por-dependencies.md:
+        reading it for every step made every injected step race with every step of every other task)."""
+        op = self.threads[tid].op
+        op_enabled(op)
+        if op.kind == OP_SEAMCALL and not op.nofail and self.faults.get(op.leaf):
+            self._may_inject()
 
     def step_info(self, tr: Transition, cov: Any) -> None:
         """Execute with coverage (SEAMCALL x entry state x outcome)."""

@@ -584,7 +584,7 @@ class Explorer:
         wrote, and what made it possible (the executor's footprint_enabling)."""
         ex = self.ex
         if self.tracer is None:
-            self.tracer = Tracer(getattr(ex, "footprint_classes", None))
+            self.tracer = Tracer(getattr(ex, "footprint_classes", None), por=True)
         tid = tr[0]
         self.tracer.start(ex.footprint_roots(), ex.threads[tid].gen, lambda: ex.footprint_enabling(tid))
         try:

@@ -16,6 +16,10 @@ footprints recorded in different re-executions of a path compare equal.
   deep-compared after the step;
 - any other container attribute (a heap, a queue) read during the step is snapshotted at its first read;
   if its (deeply frozen) value differs at the end of the step, the step wrote that key too;
+- (`por=True`) `len()` or truth of an element-indexed list is a read of its length, the pseudo-element
+  LEN (explore/traced.py): setting an element leaves the length alone, only what moves elements (a
+  whole write) changes it -- so a KASAN page-state check (`PageAllocator.state()`, a bounds test and one
+  element) no longer conflicts with every page allocated or freed on that CPU's list;
 - a container the stepping task holds in a local variable from an earlier step (an alias of, say,
   `sp.sptes` kept across a `yield`) is found by scanning its generator frames at the start of the step
   and named through a walk of the world (every container reachable from a state object is registered
@@ -23,8 +27,17 @@ footprints recorded in different re-executions of a path compare equal.
 - the wait predicate or lock state that makes the step enabled is evaluated inside the recording, so
   enabling and disabling show up as reads and writes like any other access.
 
-MODEL/SIMPLIFIED: a counter updated by two steps (`mmu_lock.readers`, a TDX module sharex lock) is a
-conflict even when both increments commute (sound: it can only add dependencies, never hide one).
+Counters (COUNTERS: rwlock readers, kvm->users, a TD's child count) whose every write is `x.c += k` or
+`x.c -= k` (k a constant or a local; tests/test_dpor.py audits the source) are, for a tracer made with
+`por=True` (the explorers'), updated rather than read and written: a read of the key immediately
+followed by a write of it, with no other traced attribute access between, is an "add", recorded as a
+write of an anonymous element (the key goes to the element-write parents only). Two adds commute (the
+sum is the same in either order, and neither step looked at the value), so they do not conflict; an add
+still conflicts with any other read of the counter (`write_lock()` waiting for `readers == 0`, destroy
+waiting for `users == 0`, TDH.PHYMEM.PAGE.RECLAIM of a TDR testing `child_count`) and with any plain
+write. docs/por-dependencies.md has the numbers. MODEL/SIMPLIFIED: other commuting updates (a TDX module
+sharex lock count, lockdep's first-seen records) are still conflicts (sound: it can only add dependencies,
+never hide one).
 Attributes that are not state (the step clock, the current task, histories, metrics, report outputs)
 are not traced: they cannot change what a step does (the canonical state, explore/state.py, leaves them out
 for the same reason).
@@ -113,6 +126,11 @@ for _cls, (_fn, _skip) in STATE_CLASSES.items():
     _SKIP[_cls] = _skip
 
 
+# Counters whose every in-step write is `+= k` / `-= k` (k a constant or a local): see the module docstring.
+COUNTERS: frozenset[tuple[type, str]] = frozenset({(RwLock, "readers"), (RwSem, "readers"), (Kvm, "users"),
+                                                  (Td, "child_count")})
+
+
 def freeze(v: Any) -> Any:
     """A deep, immutable copy of a container's value (objects stay as they are: they trace themselves)."""
     t = type(v)
@@ -137,9 +155,13 @@ _LEAVES = frozenset({int, str, bool, type(None), float})
 class Recorder:
     """The footprint of the step being run."""
 
-    __slots__ = ("reads", "writes", "rp", "wp", "snaps", "esnaps")
+    __slots__ = ("reads", "writes", "rp", "wp", "snaps", "esnaps", "por", "pend")
 
-    def __init__(self) -> None:
+    def __init__(self, por: bool = False) -> None:
+        # the reductions' footprint: COUNTERS' `+=`/`-=` are commuting adds, an element-indexed list's
+        # length is an element of its own (explore/traced.py)
+        self.por = por
+        self.pend: Key | None = None  # a counter just read: an add if the next traced access writes it
         self.reads: set[Key] = set()
         self.writes: set[Key] = set()
         self.rp: set[Key] = set()  # attributes one of whose elements was read
@@ -160,6 +182,9 @@ class Recorder:
             self.esnaps[key] = (v, freeze(v))
 
     def result(self) -> Footprint:
+        if self.pend is not None:
+            self.reads.add(self.pend)
+            self.pend = None
         for key, (v, before) in self.snaps.items():
             if key not in self.writes and freeze(v) != before:
                 self.writes.add(key)
@@ -174,6 +199,9 @@ def _getattribute(self: Any, name: str) -> Any:
     v = _oga(self, name)
     rec = _REC[0]
     if rec is not None:
+        if rec.pend is not None:  # the counter read before this access was a plain read
+            rec.reads.add(rec.pend)
+            rec.pend = None
         t = type(v)
         if t is not MethodType:
             cls = type(self)
@@ -185,6 +213,9 @@ def _getattribute(self: Any, name: str) -> Any:
                     return TracedSet(v, key)
                 if (t is list or t is array or t is bytearray) and (cls, name) in _ELEM_LISTS:
                     return TracedList(v, key)
+                if rec.por and (cls, name) in COUNTERS:
+                    rec.pend = key
+                    return v
                 rec.reads.add(key)
                 if t in _CONTAINERS:
                     rec.container(key, v)
@@ -195,9 +226,20 @@ def _setattr(self: Any, name: str, value: Any) -> None:
     _osa(self, name, unwrap(value))
     rec = _REC[0]
     if rec is not None:
+        pend = rec.pend
         cls = type(self)
         if name not in _SKIP[cls]:
-            rec.writes.add((_KEYFN[cls](self), name))
+            key = (_KEYFN[cls](self), name)
+            if pend is not None:
+                rec.pend = None
+                if pend == key:  # `x.c += k`: an add, a write of an anonymous element of the counter
+                    rec.wp.add(key)
+                    return
+                rec.reads.add(pend)
+            rec.writes.add(key)
+        elif pend is not None:
+            rec.reads.add(pend)
+            rec.pend = None
 
 
 def register(classes: dict[type, tuple[Any, frozenset[str]]], element_lists: Any = ()) -> None:
@@ -224,9 +266,12 @@ def _uninstall(classes: Any = STATE_CLASSES) -> None:
 
 class Tracer:
     """Records footprints of steps of one executor's world. `start()` before the step, `stop()` after.
-    `classes`: the state classes to trace (default: septlab's model; see register())."""
+    `classes`: the state classes to trace (default: septlab's model; see register()); `por`: the
+    reductions' footprint -- COUNTERS' updates are commuting adds and an element-indexed list's length is
+    an element of its own (the explorers ask for it; `explain` draws every write of a lock and does not)."""
 
-    def __init__(self, classes: Any = None) -> None:
+    def __init__(self, classes: Any = None, por: bool = False) -> None:
+        self.por = por  # the reductions' footprint (Recorder.por): the explorers' tracers
         self.registry: dict[int, tuple[Any, Key]] = {}  # id(container) -> (container, key)
         self.classes = tuple(classes if classes is not None else STATE_CLASSES)
         self.roots: list[Any] = []
@@ -306,7 +351,7 @@ class Tracer:
         if not self.roots or roots[0] is not self.roots[0]:
             self.registry = {}
         self.roots = roots
-        rec = self.rec = Recorder()
+        rec = self.rec = Recorder(self.por)
         _install(self.classes)
         _REC[0] = rec
         try:

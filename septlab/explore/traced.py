@@ -177,11 +177,27 @@ class TracedSet(Traced):
         return self._other(o) ^ self._whole()
 
 
+# The pseudo-element of an element-indexed list that is its length (never an index: those are ints >= 0).
+LEN = "len"
+
+
 class TracedList(Traced):
     """Element-indexed lists and arrays only (an SPTE table, a page-owner bytearray): anything that moves
-    elements (append, pop, insert, sort) is a write of the whole list."""
+    elements (append, pop, insert, sort) is a write of the whole list. For the reductions' footprint
+    (Recorder.por) `len()` and truth read the element LEN only: an element assignment cannot change the
+    length, and everything that can is a whole write, which overlaps LEN like any element."""
 
     __slots__ = ()
+
+    def __len__(self) -> int:
+        rec = REC[0]
+        if rec is not None and rec.por:
+            self._rw(LEN)
+            return len(self._c)
+        return len(self._whole())
+
+    def __bool__(self) -> bool:
+        return self.__len__() > 0
 
     def __getitem__(self, i: Any) -> Any:
         if type(i) is int and i >= 0:
