@@ -27,7 +27,7 @@ footprints recorded in different re-executions of a path compare equal.
 - the wait predicate or lock state that makes the step enabled is evaluated inside the recording, so
   enabling and disabling show up as reads and writes like any other access.
 
-Counters (COUNTERS: rwlock readers, kvm->users, a TD's child count) whose every write is `x.c += k` or
+Counters (COUNTERS: rwlock readers, kvm->users, kvm->arch.tdp_mmu_pages, a TD's child count) whose every write is `x.c += k` or
 `x.c -= k` (k a constant or a local; tests/test_dpor.py audits the source) are, for a tracer made with
 `por=True` (the explorers'), updated rather than read and written: a read of the key immediately
 followed by a write of it, with no other traced attribute access between, is an "add", recorded as a
@@ -128,7 +128,7 @@ for _cls, (_fn, _skip) in STATE_CLASSES.items():
 
 # Counters whose every in-step write is `+= k` / `-= k` (k a constant or a local): see the module docstring.
 COUNTERS: frozenset[tuple[type, str]] = frozenset({(RwLock, "readers"), (RwSem, "readers"), (Kvm, "users"),
-                                                  (Td, "child_count")})
+                                                  (Kvm, "tdp_mmu_pages"), (Td, "child_count")})
 
 
 def freeze(v: Any) -> Any:
