@@ -20,9 +20,16 @@ EntryMap keeps keys that differ in their low 3 bits apart: S-EPT entry keys are
 `(gfn >> 9 * (level - 1)) << 3 | level`, so each level's entries sit next to each other (one slot per
 4 KiB entry) instead of one slot in eight.
 
+ByteIntMap and ByteEntryMap are the same maps for values 0..254 (enums, small ids), with 1-byte slots
+(array('B'), 255 for a missing key) instead of 8: PAMT page types, S-EPT entry states and the HKID of
+a page's possibly TD-keyed cache lines. They refuse a value outside 0..254 with TypeError, in either
+form: never truncated.
+
 Small and large forms are two classes over one layout: a map switches its `__class__` when it spills
-into chunks (and back when emptied), so neither form tests which one it is on every call. A large
-map's get() is still a Python call (~4x a dict's); that is the price of 8 bytes a page.
+into chunks (and back when emptied), so neither form tests which one it is on every call. The byte
+forms' large classes run the 8-byte ones' code with the width's typecode and sentinel as globals
+(_BYTE_GLOBALS): one source, no per-call cost. A large map's get() is still a Python call (~4x a
+dict's); that is the price of 8 bytes (or 1) a page.
 
 The footprint tracer (explore/footprint.py, traced.py) wraps an IntMap attribute the way it wraps a
 dict, and the canonical state (explore/state.py) reads it through items().
@@ -33,13 +40,15 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import compress
+from types import FunctionType
 from typing import Any
 
-_ABSENT = -(1 << 63)  # the slot of a key that is not in the map
-CHUNK_BITS = 10  # 1,024 slots (8 KiB) per chunk
+_ABSENT = -(1 << 63)  # the slot of a key that is not in the map (see _BYTE_GLOBALS for the byte forms)
+CHUNK_BITS = 10  # 1,024 slots (8 KiB, or 1 KiB for the byte forms) per chunk
 _CHUNK = 1 << CHUNK_BITS
 _MASK = _CHUNK - 1
-_EMPTY = array("q", [_ABSENT]) * _CHUNK
+_TYPECODE = "q"  # the slots' array typecode
+_EMPTY = array(_TYPECODE, [_ABSENT]) * _CHUNK  # a new chunk's slots
 _OFFSETS = range(_CHUNK)
 SMALL = 512  # up to this many entries a map is a plain dict (small worlds: `check` builds thousands)
 _NO_DEFAULT: Any = object()  # pop() without a default
@@ -55,6 +64,7 @@ class IntMap:
     __slots__ = ("_d", "_chunks", "_len")
     _small: type  # the class of this kind's small form
     _large: type  # ... and of its large form
+    _holds = "ints"  # the values it takes, for TypeError's message
 
     def __init__(self, items: Mapping[int, int] | Iterable[tuple[int, int]] = ()):
         self._d: dict[int, int] | None = {}  # the small form; None in the large one
@@ -75,14 +85,18 @@ class IntMap:
 
     def __setitem__(self, k: int, v: int) -> None:
         if type(k) is not int or type(v) is not int or v == _ABSENT:
-            raise TypeError(f"IntMap holds ints: cannot store {k!r} -> {v!r}")
+            raise _cannot_store(self, k, v)
         d = self._d
         d[k] = v  # type: ignore[index]
         if len(d) > SMALL:  # type: ignore[arg-type]
-            self._d = None
-            self.__class__ = self._large
-            for kk, vv in d.items():  # type: ignore[union-attr]
-                self[kk] = vv
+            self._spill()
+
+    def _spill(self) -> None:
+        """Past SMALL entries: become the large form, the dict's entries moved into chunks."""
+        d, self._d = self._d, None
+        self.__class__ = self._large
+        for k, v in d.items():  # type: ignore[union-attr]
+            self[k] = v
 
     def pop(self, k: Any, default: Any = _NO_DEFAULT) -> Any:
         if default is _NO_DEFAULT:
@@ -137,7 +151,7 @@ class IntMap:
         out = self._small()
         out.__class__ = type(self)
         out._d = None if self._d is None else dict(self._d)
-        out._chunks = {cid: array("q", c) for cid, c in self._chunks.items()}
+        out._chunks = {cid: array(c.typecode, c) for cid, c in self._chunks.items()}
         out._len = self._len
         return out
 
@@ -154,6 +168,22 @@ class IntMap:
         return f"{self._small.__name__}({dict(self.items())!r})"
 
 
+def _cannot_store(m: IntMap, k: Any, v: Any) -> TypeError:
+    return TypeError(f"{m._small.__name__} holds {m._holds}: cannot store {k!r} -> {v!r}")
+
+
+def _refused(m: IntMap, cid: int, c: array, off: int, k: int, v: int) -> None:
+    """A large form's store of a value its slots cannot hold (2**63 in 'q', 300 in 'B': the array
+    raised OverflowError, the slot is as it was): undo the count and the chunk it made, and refuse it
+    with the TypeError of any other value the map cannot hold."""
+    absent = type(m)._absent
+    if c[off] == absent:
+        m._len -= 1
+        if c.count(absent) == _CHUNK:  # an empty chunk: made for this store
+            del m._chunks[cid]
+    raise _cannot_store(m, k, v)
+
+
 def _getitem_via_get(self: IntMap, k: Any) -> int:
     """m[k] of a large form: its get() with a sentinel (the slots hold ints, absent is _ABSENT)."""
     v = self.get(k, _ABSENT)
@@ -168,6 +198,7 @@ class _ChunkedIntMap(IntMap):
     arithmetic. A key that is not an int is never in the map."""
 
     __slots__ = ()
+    _absent = _ABSENT
 
     def get(self, k: Any, default: Any = None) -> Any:
         try:
@@ -190,13 +221,16 @@ class _ChunkedIntMap(IntMap):
 
     def __setitem__(self, k: int, v: int) -> None:
         if type(k) is not int or type(v) is not int or v == _ABSENT:
-            raise TypeError(f"IntMap holds ints: cannot store {k!r} -> {v!r}")
+            raise _cannot_store(self, k, v)
         c = self._chunks.get(k >> CHUNK_BITS)
         if c is None:
-            c = self._chunks[k >> CHUNK_BITS] = array("q", _EMPTY)
-        if c[k & _MASK] == _ABSENT:
-            self._len += 1
-        c[k & _MASK] = v
+            c = self._chunks[k >> CHUNK_BITS] = array(_TYPECODE, _EMPTY)
+        try:  # costs nothing (CPython 3.11) unless the slot cannot hold v
+            if c[k & _MASK] == _ABSENT:
+                self._len += 1
+            c[k & _MASK] = v
+        except OverflowError:
+            _refused(self, k >> CHUNK_BITS, c, k & _MASK, k, v)
 
     def pop(self, k: Any, default: Any = _NO_DEFAULT) -> Any:
         try:
@@ -258,6 +292,7 @@ class _ChunkedEntryMap(EntryMap):
     (k >> _LANE) & _MASK, lane = k & _LANE_MASK."""
 
     __slots__ = ()
+    _absent = _ABSENT
 
     def get(self, k: Any, default: Any = None) -> Any:
         try:
@@ -276,15 +311,18 @@ class _ChunkedEntryMap(EntryMap):
 
     def __setitem__(self, k: int, v: int) -> None:
         if type(k) is not int or type(v) is not int or v == _ABSENT:
-            raise TypeError(f"IntMap holds ints: cannot store {k!r} -> {v!r}")
+            raise _cannot_store(self, k, v)
         cid = ((k >> _CL) << _LANE) | (k & _LANE_MASK)
         c = self._chunks.get(cid)
         if c is None:
-            c = self._chunks[cid] = array("q", _EMPTY)
+            c = self._chunks[cid] = array(_TYPECODE, _EMPTY)
         off = (k >> _LANE) & _MASK
-        if c[off] == _ABSENT:
-            self._len += 1
-        c[off] = v
+        try:  # costs nothing (CPython 3.11) unless the slot cannot hold v
+            if c[off] == _ABSENT:
+                self._len += 1
+            c[off] = v
+        except OverflowError:
+            _refused(self, cid, c, off, k, v)
 
     def pop(self, k: Any, default: Any = _NO_DEFAULT) -> Any:
         v = self.get(k, _ABSENT)
@@ -314,9 +352,95 @@ class _ChunkedEntryMap(EntryMap):
         return out
 
 
-IntMap._small = _ChunkedIntMap._small = IntMap
-IntMap._large = _ChunkedIntMap._large = _ChunkedIntMap
-EntryMap._small = _ChunkedEntryMap._small = EntryMap
-EntryMap._large = _ChunkedEntryMap._large = _ChunkedEntryMap
+# --- the byte forms ------------------------------------------------------------------------------------
+
+BYTE_ABSENT = 255  # a byte form's slot of a key that is not in the map: the values are 0..254
+
+
+def _byte_setitem(self: IntMap, k: int, v: int) -> None:
+    """The small byte forms' store: the value must fit the large form's byte slot (0..254), checked
+    here so that a map refuses the same values whatever its size."""
+    if type(k) is not int or type(v) is not int or not 0 <= v < BYTE_ABSENT:
+        raise _cannot_store(self, k, v)
+    d = self._d
+    d[k] = v  # type: ignore[index]
+    if len(d) > SMALL:  # type: ignore[arg-type]
+        self._spill()
+
+
+class ByteIntMap(IntMap):
+    """An IntMap of small values, 0..254: 1 byte a slot (array('B'), 255 marks a missing key) instead
+    of 8 in the large form. For per-page maps whose values are enums or small ids (PAMT page types,
+    the HKID a page's cache lines may carry). A value out of range raises TypeError like any other
+    value an IntMap cannot hold: never truncated. Unsigned, not signed with -128 as the sentinel: the
+    maps using it hold no negative value, and HKIDs get 0..254 rather than 0..127."""
+
+    __slots__ = ()
+    _holds = "ints 0..254"
+    __setitem__ = _byte_setitem
+
+
+class ByteEntryMap(EntryMap):
+    """An EntryMap of small values, 0..254 (ByteIntMap's byte slots in EntryMap's lanes): S-EPT entry
+    states."""
+
+    __slots__ = ()
+    _holds = "ints 0..254"
+    __setitem__ = _byte_setitem
+
+
+# A byte form's large class runs _ChunkedIntMap's (or _ChunkedEntryMap's) code with these globals: the
+# module's, but _ABSENT is 255, _TYPECODE 'B' and _EMPTY a chunk of 1,024 bytes. The code reads them as
+# it reads the module's (LOAD_GLOBAL, specialised the same way), so both widths share one source at no
+# cost a call -- unlike closures (+2-3% instructions a get or store: the cells are copied into and
+# cleared from every frame) or class attributes (an attribute lookup a call). _ABSENT doubles as get()'s
+# "no such key" default in the large forms (m[k], pop(), `in`): 255 serves as well, being no value a
+# byte form holds. Each copy has a code object of its own, not just other globals: CPython 3.11 keeps
+# the specialised `self._chunks`, `self._len` (inline caches, keyed by the instance's type) in the code
+# object, and one shared by the IntMap and the ByteIntMap a step uses in turn (PAMT `owner` and
+# `ptype`) would miss on every switch: +1.5% instructions a modelled step in boot-teardown.
+_BYTE_GLOBALS: dict[str, Any] = {}
+
+
+def _copy(f: FunctionType, qualname: str, globals_: dict[str, Any]) -> FunctionType:
+    """f with a code object of its own (its own inline caches; named `qualname`) and `globals_`."""
+    g = FunctionType(f.__code__.replace(co_qualname=qualname), globals_, f.__name__, f.__defaults__, f.__closure__)
+    g.__qualname__, g.__doc__, g.__kwdefaults__ = qualname, f.__doc__, f.__kwdefaults__
+    return g
+
+
+def _byte_form(name: str, small: type, wide: type) -> type:
+    """The large form `name` of byte form `small`: `wide`'s methods over _BYTE_GLOBALS."""
+    ns = {k: _copy(f, f"{name}.{k}", _BYTE_GLOBALS) for k, f in vars(wide).items() if isinstance(f, FunctionType)}
+    return type(
+        name, (small,), {"__slots__": (), "__module__": __name__, "__doc__": wide.__doc__, "_absent": BYTE_ABSENT, **ns}
+    )
+
+
+_BYTE_GLOBALS.update(globals(), _ABSENT=BYTE_ABSENT, _TYPECODE="B", _EMPTY=array("B", [BYTE_ABSENT]) * _CHUNK)
+_ChunkedByteIntMap = _byte_form("_ChunkedByteIntMap", ByteIntMap, _ChunkedIntMap)
+_ChunkedByteEntryMap = _byte_form("_ChunkedByteEntryMap", ByteEntryMap, _ChunkedEntryMap)
+for _small, _large in (
+    (IntMap, _ChunkedIntMap),
+    (EntryMap, _ChunkedEntryMap),
+    (ByteIntMap, _ChunkedByteIntMap),
+    (ByteEntryMap, _ChunkedByteEntryMap),
+):
+    _small._small = _large._small = _small
+    _small._large = _large._large = _large
+del _small, _large
+
+
 # Every IntMap class, for the footprint tracer and the canonical state (which test types exactly).
-INTMAP_TYPES = frozenset({IntMap, _ChunkedIntMap, EntryMap, _ChunkedEntryMap})
+INTMAP_TYPES = frozenset(
+    {
+        IntMap,
+        _ChunkedIntMap,
+        EntryMap,
+        _ChunkedEntryMap,
+        ByteIntMap,
+        _ChunkedByteIntMap,
+        ByteEntryMap,
+        _ChunkedByteEntryMap,
+    }
+)

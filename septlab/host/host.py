@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..intmap import IntMap
+from ..intmap import ByteIntMap
 from .locks import Lockdep
 from .mm import MmStruct
 from .page_alloc import OWNER_NAMES, PageAllocator, PageEvent
@@ -37,8 +37,11 @@ class Host:
     # pfn -> HKID whose (possibly dirty) cache lines the page may still hold; 0 is the TDX global
     # private KeyID (the TDR). Set when a TD gets the page, cleared by PAGE.WBINVD with that HKID or
     # CACHE.WB (septlab/virt/td_keys.py). Hardware state, part of the explorer's canonical state.
-    # One entry per TD page: an IntMap (septlab/intmap.py), 8 bytes a page at real sizes.
-    td_keyed: IntMap = field(default_factory=IntMap)
+    # One entry per TD page: a ByteIntMap (septlab/intmap.py), 1 byte a page at real sizes. HKIDs fit:
+    # KVM's __tdx_td_init() numbers them 1, 2, ... per world (host.tdx.hkids; a world has one TD), the
+    # TDR's is 0, and tests use single digits (real TDX KeyIDs are a few bits too). A world making a
+    # 255th TD would get TypeError on its first gifted page, not a truncated HKID.
+    td_keyed: ByteIntMap = field(default_factory=ByteIntMap)
     # Causal record of injected failures (check/invariants.py explains a report only through it):
     # key -> (leaf, error, step, task) of the injected SEAMCALL. Keys: a pfn (that page's state is
     # the failure's doing), ("gfn", gfn), "td" (the TD chain: the VM was bugged / a TD page left

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..intmap import IntMap
+from ..intmap import ByteIntMap, IntMap
 
 PT_NDA = 0  # not assigned: the host may use or free it
 PT_RSVD = 1
@@ -41,9 +41,11 @@ def region_of(pfn: int) -> int:
 @dataclass(slots=True)
 class Pamt:
     """Page type and owner of every page the module knows about; absent means PT_NDA, owner none.
-    Both are per-page maps keyed by pfn: IntMaps (septlab/intmap.py), 8 bytes a page at real sizes."""
+    Both are per-page maps keyed by pfn (septlab/intmap.py). `ptype` is a ByteIntMap, 1 byte a page at
+    real sizes: its values are the PT_* constants above (0..8; pamt_manager.h's page types are one
+    byte too), and a value outside 0..254 raises TypeError. `owner` holds a pfn: an IntMap, 8 bytes."""
 
-    ptype: IntMap = field(default_factory=IntMap)
+    ptype: ByteIntMap = field(default_factory=ByteIntMap)
     owner: IntMap = field(default_factory=IntMap)  # pfn -> TDR pfn
     # DPAMT: region -> the two PAMT pages backing its 4K level; and how many assigned 4K pages it has.
     backing: dict[int, tuple[int, int]] = field(default_factory=dict)

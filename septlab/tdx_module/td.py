@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..intmap import EntryMap
+from ..intmap import ByteEntryMap, EntryMap
 
 TD_HKID_ASSIGNED = 0
 TD_KEYS_CONFIGURED = 1
@@ -51,7 +51,11 @@ class TdVcpu:
 @dataclass(slots=True)
 class Td:
     """One TD as the module sees it; `sept_*` maps are keyed by sept.entry_key(level, gfn) (EntryMaps,
-    septlab/intmap.py: one entry per mapped page, 8 bytes each at real sizes)."""
+    septlab/intmap.py: one entry per mapped page, 8 bytes each at real sizes). `sept_state` is a
+    ByteEntryMap, 1 byte an entry: its values are the SEPT_* states of sept.py (0..11), or, from the
+    conformance driver, a state's index in the module's sept_state_lookup table (a few dozen); a value
+    outside 0..254 raises TypeError. `sept_page` (a pfn) and `sept_bepoch` (an epoch that only grows)
+    need 8 bytes."""
 
     tdr: int
     hkid: int
@@ -62,7 +66,7 @@ class Td:
     epoch_refcount: list[int] = field(default_factory=lambda: [0, 0])
     wbcache_done: bool = False
     vcpus: dict[int, TdVcpu] = field(default_factory=dict)
-    sept_state: EntryMap = field(default_factory=EntryMap)  # absent == SEPT_FREE
+    sept_state: ByteEntryMap = field(default_factory=ByteEntryMap)  # absent == SEPT_FREE
     sept_page: EntryMap = field(default_factory=EntryMap)  # child S-EPT page or leaf page pfn
     sept_bepoch: EntryMap = field(default_factory=EntryMap)
     tdr_lock: int = LOCK_FREE
