@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(BIN)/ruff check septlab tests bench
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)  # 1 and 4 GiB, ~4 min; bench/boot_teardown.py alone runs 1-64 GiB (~65 min)
+bench: $(STAMP)  # 1 and 4 GiB, ~2 min; bench/boot_teardown.py alone runs 1-64 GiB (~35 min)
 	$(BIN)/python bench/boot_teardown.py --sizes 1GiB,4GiB
 
 clean:

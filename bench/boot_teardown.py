@@ -13,8 +13,9 @@ the flatness ratio is each size's ns/op over the first size's (target <= 1.3 fro
 Targets (issue 10): 4 GiB in <= 10 s on one core, <= 100 bytes of RSS per mapped page, flatness <= 1.3,
 with 4 KiB mappings and, with --hugepages, 2 MiB ones.
 
-How long: ~10 us per step on a 2-core cloud VM, so about 45 s for 1 GiB, 3 min for 4 GiB, 12 min for
-16 GiB and 50 min for 64 GiB (the default list: ~65 min in all). `--sizes 1GiB,4GiB` takes ~4 min.
+How long: ~5 us per step on a 2-core cloud VM with a core free, so about 25 s for 1 GiB, 1.5 min for
+4 GiB, 6 min for 16 GiB and 25 min for 64 GiB (the default list: ~35 min in all; twice that on a loaded
+box). `--sizes 1GiB,4GiB` takes ~2 min.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def in_child(size: str, variant: str, dpamt: bool, huge: bool = False) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1GiB,4GiB,16GiB,64GiB",
-                    help="comma-separated sizes, the first is the flatness baseline (default: %(default)s, ~65 min)")
+                    help="comma-separated sizes, the first is the flatness baseline (default: %(default)s, ~35 min)")
     ap.add_argument("--variant", default="tdx-free")
     ap.add_argument("--dpamt", action="store_true")
     ap.add_argument("--hugepages", action="store_true",
