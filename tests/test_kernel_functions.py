@@ -88,3 +88,27 @@ def test_check_explores_with_the_patch_set():
     scn = load_scenario("boot-teardown", small=True)
     res = run_check(scn, NO_PUT, True, CheckOptions(strategy="dfs", preemptions=0))
     assert res.violation is not None and res.violation.invariant == "pamt-refcount"
+
+
+def test_vcpu_free_with_hkid_assigned_skips_pages_never_allocated():
+    """tdx_vcpu_free() with the HKID still assigned just returns in the kernel; a vCPU whose TDVPR was never
+    allocated (creation failed, or KVM_TDX_INIT_VCPU never ran) has nothing to leak. The model leaked
+    "page -1" and crashed with KeyError (found by a variant that never releases the HKID)."""
+    from septlab.host.task import Task
+    from septlab.kvm.kvm_host import is_hkid_assigned
+    from septlab.kvm.tdx import tdx_vcpu_free
+    from septlab.kvm.x86 import kvm_vcpu_create
+    from septlab.scenarios.world import build_world
+
+    w = build_world(load_scenario("boot-teardown", {"memory": "16KiB"}), get_variant("tdx-free"), False)
+    setup = w.threads[0]
+    w.host.current = setup.task
+    for _ in setup.gen:  # KVM_CREATE_VM .. KVM_TDX_INIT_VM: the TD exists and has its HKID
+        pass
+    assert is_hkid_assigned(w.kvm.tdx)
+    vcpu = kvm_vcpu_create(w.kvm, 1)  # KVM_CREATE_VCPU after the TD is built, never KVM_TDX_INIT_VCPU'd
+    assert vcpu.tdvpr < 0 and vcpu.cpu == -1
+    w.host.current = Task("destroy", "destroy")
+    gen = tdx_vcpu_free(vcpu)
+    with pytest.raises(StopIteration):
+        next(gen)

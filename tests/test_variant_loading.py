@@ -297,3 +297,49 @@ def test_get_variant_allow_files(tmp_path):
     assert get_variant("tdx-free", allow_files=False) is registry()["tdx-free"]
     with pytest.raises(VariantError, match="a variant is a name or a .py file, not int"):
         get_variant(3)  # type: ignore[arg-type]
+
+
+# --- call chains through a user's code ---------------------------------------------------------------
+
+USER_REORDER = '''
+from septlab.kvm import tdx as T
+from septlab.kvm.mmu_page import NO_PAGE
+from septlab.virt.dpamt import tdx_free_control_page, tdx_leak_page
+from septlab.variants import Variant
+
+
+def my_reclaim_and_free(kvm, sp):
+    page = sp.external_spt
+    if (yield from T.tdx_reclaim_page(kvm, kvm.host, page)):
+        tdx_leak_page(kvm.host, page, "TDH.PHYMEM.PAGE.RECLAIM failed")
+    else:
+        yield from tdx_free_control_page(kvm.host, page)
+    sp.external_spt = NO_PAGE
+    return 0
+
+
+def my_destroy_vm(kvm):
+    yield from kvm.ops.kvm_arch_destroy_vm(kvm)
+    yield from T.tdx_mmu_release_hkid(kvm)
+    return 0
+
+
+VARIANT = Variant("user-reorder", "teardown before HKID release, RECLAIM unguarded",
+                  {"free_external_spt": my_reclaim_and_free, "kvm_destroy_vm": my_destroy_vm}, kind="mutant")
+'''
+
+
+def test_user_variant_functions_appear_in_the_reports_call_chain(tmp_path):
+    """An outsider's replaced functions are model code in reports: the chain of the WARN runs through
+    them (it used to stop at the first frame outside the septlab package, dropping exactly the code
+    under review)."""
+    from septlab.explore.driver import run_schedule
+    from septlab.scenarios import load_scenario
+
+    var = load_variant_file(write(tmp_path, USER_REORDER, "reorder.py"))
+    r = run_schedule(load_scenario("boot-teardown", {"memory": "16KiB"}), var, False, 0)
+    v = next(v for v in r.violations if v.invariant == "seamcall-unexpected-error")
+    chain = list(v.details["chain"])
+    # (12 frames deep, the chain's limit: my_destroy_vm is above it)
+    assert "my_reclaim_and_free" in chain, " > ".join(chain)
+    assert chain.index("handle_removed_pt") < chain.index("my_reclaim_and_free") < chain.index("tdx_reclaim_page")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..explore.runtime import Stop
 from ..host.page_alloc import EXTERNAL_SPT, FREE, GUEST, LEAKED, OWNER_NAMES
 from ..host.probe import Probe
-from ..host.task import _CHAIN_SKIP_FUNCS, _CHAIN_SKIP_MODULES
+from ..host.task import chain_from
 from ..intmap import IntMap
 from ..kvm.kvm_host import is_hkid_assigned
 from ..kvm.spte import (
@@ -52,16 +52,7 @@ def _model_chain(limit: int = 12) -> tuple[str, ...]:
     f = sys._getframe(1)
     while f is not None and f.f_globals.get("__name__", "").startswith("septlab.check"):
         f = f.f_back
-    names: list[str] = []
-    while f is not None:
-        mod = f.f_globals.get("__name__", "")
-        if not mod.startswith("septlab.") or mod.startswith(_CHAIN_SKIP_MODULES):
-            break
-        if f.f_code.co_name not in _CHAIN_SKIP_FUNCS:
-            names.append(f.f_code.co_name)
-        f = f.f_back
-    names.reverse()
-    return tuple(names[-limit:])
+    return chain_from(f, limit)
 
 
 _RMAP_MULTI = -1  # Checker._rmap: the pfn is mapped by more than one SPTE (see _rmap_multi)

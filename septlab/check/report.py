@@ -101,7 +101,7 @@ def _warn(v: Violation) -> list[str]:
     out += _chain(d.get("chain"), "  ")
     extra = {k: val for k, val in d.items() if k in ("gfn", "pfn", "level", "sept_state", "ptype", "owner",
                                                     "region", "refcount", "expected", "by_owner", "blocked", "hkid",
-                                                    "cause")}
+                                                    "cause") and val not in (None, "")}
     if d.get("holders"):
         out.append(f"  TDX-module lock holders: {d['holders']}")
     if extra:

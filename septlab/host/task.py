@@ -10,6 +10,7 @@ The model never learns who decides or why: that is what keeps it ignorant of how
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +97,18 @@ class Task:
         return PID_BASE + self.cpu
 
 
+# A variant file's module name starts with this (septlab.variants.load_variant_file): its frames are
+# part of modelled call chains like the model's own.
+USER_VARIANT_PREFIX = "septlab_user_variant_"
+_CHAIN_MODULES = ("septlab.", USER_VARIANT_PREFIX)
+
+
+def add_chain_modules(names: Iterable[str]) -> None:
+    """Count these modules' frames as model code in call chains too: an installed plug-in's variant
+    (septlab.variants registers its functions' modules), whatever its package is called."""
+    global _CHAIN_MODULES
+    extra = tuple(n for n in names if n and n != "builtins" and not n.startswith("septlab"))
+    _CHAIN_MODULES = tuple(dict.fromkeys(_CHAIN_MODULES + extra))
 # Frames of these modules are not part of a modelled call chain.
 _CHAIN_SKIP_MODULES = ("septlab.explore", "septlab.check", "septlab.metrics", "septlab.cli")
 _CHAIN_SKIP_FUNCS = frozenset({"callchain", "record", "_record", "page_event", "set_owner", "kasan_check",
@@ -113,11 +126,17 @@ def callchain(limit: int = 12) -> tuple[str, ...]:
     """The modelled call chain of the running task, outermost first, from the live generator frames."""
     if not CHAINS[0]:
         return ()
-    f = sys._getframe(1)
+    return chain_from(sys._getframe(1), limit)
+
+
+def chain_from(f: Any, limit: int = 12) -> tuple[str, ...]:
+    """The modelled call chain ending at frame `f`: the frames of the model's modules and of variant
+    files (loaded as USER_VARIANT_PREFIX* modules, so an outsider's replaced function and its callers
+    appear in reports like the model's own), up to the first frame of the explorer or checker."""
     names: list[str] = []
     while f is not None:
         mod = f.f_globals.get("__name__", "")
-        if not mod.startswith("septlab.") or mod.startswith(_CHAIN_SKIP_MODULES):
+        if not mod.startswith(_CHAIN_MODULES) or mod.startswith(_CHAIN_SKIP_MODULES):
             break
         name = f.f_code.co_name
         if name not in _CHAIN_SKIP_FUNCS:

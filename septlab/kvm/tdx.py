@@ -579,8 +579,11 @@ def tdx_vcpu_free(vcpu: KvmVcpu) -> Gen:
         yield from tdx_flush_vp_on_cpu(vcpu)
         return 0
     if is_hkid_assigned(kvm.tdx):
+        # The kernel just returns: the pages stay allocated for good. NULL tdcx_pages[i] / tdvpr_page (a
+        # vCPU whose creation failed or never ran KVM_TDX_INIT_VCPU) are no pages to leak.
         for page in vcpu.tdcx + [vcpu.tdvpr]:
-            tdx_leak_page(host, page, "vCPU page: HKID still assigned")
+            if page >= 0:
+                tdx_leak_page(host, page, "vCPU page: HKID still assigned")
         return 0
     for page in vcpu.tdcx:
         if page >= 0:  # the kernel skips NULL tdcx_pages[i] (allocation or VP.CREATE failed)

@@ -36,6 +36,8 @@ from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
+from ..host.task import USER_VARIANT_PREFIX, add_chain_modules
+
 
 class VariantError(Exception):
     """Unknown or malformed variant (a user error: exit status 2)."""
@@ -387,6 +389,8 @@ def _entry_point_variants(taken: set[str]) -> dict[str, tuple[Variant, str]]:
             REGISTRY_WARNINGS.append(f"{e}; skipped")
             continue
         found[v.name] = (v, where)
+        # The plug-in's functions appear in reports' call chains like the model's own.
+        add_chain_modules(getattr(fn, "__module__", "") or "" for fn in v.overrides.values() if callable(fn))
     return found
 
 
@@ -450,7 +454,7 @@ def load_variant_file(path: str | Path) -> Variant:
     path = Path(path)
     where = _clean(str(path), 300)
     stem = re.sub(r"\W", "_", path.stem)
-    modname = f"septlab_user_variant_{next(_LOADS)}_{stem}"
+    modname = f"{USER_VARIANT_PREFIX}{next(_LOADS)}_{stem}"
     spec = importlib.util.spec_from_file_location(modname, path)
     if spec is None or spec.loader is None:
         raise VariantError(f"{where}: not a Python file")
