@@ -31,6 +31,7 @@ from .explore.driver import (
     Batch,
     ModelCrash,
     TraceError,
+    crash_line,
     replay_trace,
     run_batch,
     run_batches,
@@ -304,7 +305,7 @@ _TRACE_SCENARIO_HELP = ("Scenario file to use instead of the path recorded in th
 def _check_replayed(trace: Path, data: dict[str, Any], res: Any) -> None:
     """A replay must reproduce what the trace recorded (else the trace is not this model's: exit 2)."""
     if res.status == "crash":
-        raise ModelCrash(f"model crashed while replaying {trace}: {res.crash.splitlines()[-1] if res.crash else '?'}")
+        raise ModelCrash(f"model crashed while replaying {trace}: {crash_line(res.crash)}", res.crash)
     got = [v.invariant for v in res.violations]
     want = [v["invariant"] for v in data.get("violations", [])]
     if got != want or res.steps != data["steps"] or res.metrics != data.get("metrics", res.metrics):
@@ -969,6 +970,8 @@ def main(argv: list[str] | None = None) -> None:
     except BaseException as e:  # noqa: BLE001 -- the boundary: a septlab bug is still one line, exit 3
         if os.environ.get("SEPTLAB_DEBUG"):
             traceback.print_exc()
+            if getattr(e, "detail", ""):  # a ModelCrash: the model's traceback, from inside the schedule
+                print(f"the model's traceback (the end of it):\n{e.detail}", file=sys.stderr)
         where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
         loc = f" (at {Path(where.filename).name}:{where.lineno})" if where else ""
         _fail(EXIT_INTERNAL, f"{type(e).__name__}: {e}{loc}; SEPTLAB_DEBUG=1 shows the traceback")

@@ -144,3 +144,36 @@ def test_tdp_mmu_next_root_takes_and_drops_references(k: int) -> None:
     live = roots[1 - k]
     assert during == [(live.sp_id, 2)]
     assert live.root_count == 1
+
+
+def test_walk_from_an_unlinked_root_follows_its_stale_next_pointer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """list_del_rcu() leaves ->next pointing at the successor: a walker whose prev was unlinked (it put its
+    reference too early: an outsider's reordering of tdp_mmu_next_root) goes on from there, through roots
+    unlinked since, to the first one still listed -- it used to crash the model (list.index) instead."""
+    from septlab.kvm import tdp_mmu as M
+
+    chk = Checker()
+    world = _world(load_scenario("zap-yield", small=True), chk)
+    kvm = world.kvm
+    world.host.current = world.threads[0].task
+    roots = [M._new_sp(kvm, 0x100 + i) for i in range(4)]
+    for r in roots:
+        r.is_root, r.root_count, r.level = True, 1, M.ROOT_LEVEL
+        kvm.roots.append(r)
+    read: list[int] = []  # the unlinked roots' memory the walk reads (KASAN-checked: freed would be a UAF)
+    monkeypatch.setattr(M, "kasan_check", lambda host, pfn, write, what: read.append(pfn) or True)
+    for r in roots[:3]:  # unlink 0, then its successor 1 and 2: 0 -> 1 -> 2 -> 3 by stale pointers
+        r.link_next = None
+    kvm.roots.remove(roots[1])
+    roots[1].link_next = roots[2]
+    kvm.roots.remove(roots[2])
+    roots[2].link_next = roots[3]
+    kvm.roots.remove(roots[0])
+    roots[0].link_next = roots[3]
+    assert M.list_next_roots_rcu(kvm, roots[1]) == [roots[3]]
+    assert read == [roots[1].spt, roots[2].spt]
+    assert M.list_next_roots_rcu(kvm, roots[0]) == [roots[3]]
+    assert M.list_next_roots_rcu(kvm, None) == [roots[3]]
+    roots[3].link_next = None
+    kvm.roots.remove(roots[3])
+    assert M.list_next_roots_rcu(kvm, roots[1]) == []

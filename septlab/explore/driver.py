@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +116,26 @@ def run_schedule(scn: Scenario, variant: Variant, dpamt: bool, seed: int, *, fau
 
 
 class ModelCrash(Exception):
-    """The model raised inside a schedule (a septlab bug, or an exception in a variant's hook): exit 3."""
+    """The model raised inside a schedule (a septlab bug, or an exception in a variant's hook): exit 3.
+    `detail` is the model's own traceback (the run keeps it as text: the schedule may have run in a worker
+    process), which SEPTLAB_DEBUG=1 prints."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
+
+
+def crash_line(crash: str) -> str:
+    """One line for a model crash: the exception, and where it was raised (the innermost frame of the
+    traceback text a run keeps), e.g. `KeyError: -2 (in _set, page_alloc.py:131)`."""
+    lines = crash.splitlines()
+    if not lines:
+        return "?"
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', crash)
+    if not frames:
+        return lines[-1]
+    path, line, func = frames[-1]
+    return f"{lines[-1]} (in {func}, {Path(path).name}:{line})"
 
 
 RETAINED_SERIES = 64  # schedules whose retained-page series a batch keeps for its plot (the rest: counts only)
@@ -208,7 +228,8 @@ def run_batches(scn: Scenario, rows: list[tuple[Variant, bool]], seed: int, sche
             for r in rs:
                 if r.status == "crash":
                     raise ModelCrash(f"model crashed in schedule seed={r.seed} ({b.variant.name}, DPAMT "
-                                     f"{'on' if b.dpamt else 'off'}): {r.crash.splitlines()[-1] if r.crash else '?'}")
+                                     f"{'on' if b.dpamt else 'off'}): {crash_line(r.crash)}",
+                                     r.crash)
                 b.add(r)
                 if on_schedule is not None:
                     on_schedule(b)

@@ -35,6 +35,11 @@ class KvmMmuPage:
     freed: bool = False
     # array('q'), not a list: a list holds an int object (32 bytes) per present SPTE besides its slot
     sptes: array = field(default_factory=lambda: array("q", _ZEROS))
+    # A root's link.next once list_del_rcu() has unlinked it (which leaves ->next pointing at the
+    # successor it had, so an RCU walker standing on it can go on): the root after it on
+    # kvm->arch.tdp_mmu_roots at the unlink, None at the list's end. Only read by a walk whose `prev`
+    # is off the list -- which correct code, holding a reference to prev, never has.
+    link_next: "KvmMmuPage | None" = None
 
     def __repr__(self) -> str:
         kind = "mirror" if self.is_mirror else "direct"

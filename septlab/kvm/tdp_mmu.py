@@ -487,14 +487,32 @@ def kvm_tdp_mmu_get_root(root: KvmMmuPage) -> bool:
     return True
 
 
+def list_next_roots_rcu(kvm: "Kvm", prev: KvmMmuPage | None) -> list[KvmMmuPage]:
+    """list_first_or_null_rcu() / list_next_or_null_rcu(&prev->link) and the walk on from there: the roots
+    after prev on kvm->arch.tdp_mmu_roots. A prev already unlinked (list_del_rcu(): a walker that put its reference
+    before moving on) still points to the successor it had, which the walk follows as the kernel's
+    would -- through roots unlinked since, to the first one still on the list -- reading each unlinked
+    root's memory (KASAN: one its RCU callback has freed is a use-after-free)."""
+    roots = kvm.roots
+    if prev is None:
+        return list(roots)
+    if prev in roots:  # a root on the list is not freed (the list holds a reference)
+        return roots[roots.index(prev) + 1:]
+    kasan_check(kvm.host, prev.spt, False, "tdp_mmu_next_root: list_next_or_null_rcu(&prev->link)")
+    nxt = prev.link_next
+    while nxt is not None and nxt not in roots:
+        kasan_check(kvm.host, nxt.spt, False, "tdp_mmu_next_root: list_next_or_null_rcu(&pos->link)")
+        nxt = nxt.link_next
+    return [] if nxt is None else roots[roots.index(nxt):]
+
+
 def tdp_mmu_next_root(kvm: "Kvm", prev: KvmMmuPage | None, types: int) -> KvmMmuPage | None:
     """tdp_mmu_next_root(): the next root after prev on kvm->arch.tdp_mmu_roots (list order; prev stays
     on the list while the walk holds its reference) that matches `types` and whose refcount is not yet
     zero, taking a reference to it; then the reference to prev is put -- which may be the last one."""
     tdp_mmu_next_root_check(kvm)
-    roots = kvm.roots
     nxt = None
-    for root in roots[roots.index(prev) + 1 if prev is not None else 0:]:
+    for root in list_next_roots_rcu(kvm, prev):
         if tdp_mmu_root_match(root, types) and kvm_tdp_mmu_get_root(root):
             nxt = root
             break
@@ -551,7 +569,9 @@ def kvm_tdp_mmu_put_root(kvm: "Kvm", root: KvmMmuPage) -> None:
     if root.root_count == 0:
         host = kvm.host
         spin_lock_nostep(host, kvm.tdp_mmu_pages_lock)
-        kvm.roots.remove(root)
+        i = kvm.roots.index(root)  # list_del_rcu(): ->next keeps pointing at the successor
+        root.link_next = kvm.roots[i + 1] if i + 1 < len(kvm.roots) else None
+        del kvm.roots[i]
         spin_unlock(host, kvm.tdp_mmu_pages_lock)
         call_rcu(host, tdp_mmu_free_sp_rcu_callback, (kvm, root))
 
