@@ -343,3 +343,10 @@ def test_user_variant_functions_appear_in_the_reports_call_chain(tmp_path):
     # (12 frames deep, the chain's limit: my_destroy_vm is above it)
     assert "my_reclaim_and_free" in chain, " > ".join(chain)
     assert chain.index("handle_removed_pt") < chain.index("my_reclaim_and_free") < chain.index("tdx_reclaim_page")
+
+
+def test_unknown_hook_suggests_the_near_kernel_name(tmp_path):
+    """A typo in a kernel function's name gets the modelled names it is close to."""
+    msg = load_error(tmp_path, HEAD + "def tdx_sept_free_private_sp(kvm, sp):\n    return 0\n    yield\n"
+                     "VARIANT = Variant('typo-x', 'x', {'tdx_sept_free_private_sp': tdx_sept_free_private_sp})\n")
+    assert "did you mean tdx_sept_free_private_spt" in msg, msg

@@ -20,6 +20,7 @@ Loading rules (so that a result always says which code produced it):
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import importlib.util
@@ -285,8 +286,11 @@ def _check_hooks(v: Variant, where: str) -> None:
         elif hook in table:
             _check_hook(where, hook, fn, table[hook].func)
         else:
+            near = difflib.get_close_matches(hook, [*HOOKS, *table], n=3, cutoff=0.75)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
             raise VariantError(_clean(f"{where}: unknown hook {hook!r}: neither a kvm_x86_ops hook ({', '.join(HOOKS)}) "
-                                      "nor a kernel function of the kvm/ or virt/ layers (see `septlab hooks`)"))
+                                      "nor a kernel function the model has in its kvm/ or virt/ layers (the kernel "
+                                      f"function may not be modelled: `septlab hooks --grep` searches){hint}"))
 
 
 def _check_base_chain(v: Variant, where: str, reg: Mapping[str, Variant]) -> None:
