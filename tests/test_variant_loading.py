@@ -302,30 +302,16 @@ def test_get_variant_allow_files(tmp_path):
 # --- call chains through a user's code ---------------------------------------------------------------
 
 USER_REORDER = '''
-from septlab.kvm import tdx as T
-from septlab.kvm.mmu_page import NO_PAGE
-from septlab.virt.dpamt import tdx_free_control_page, tdx_leak_page
 from septlab.variants import Variant
+from septlab.variants.bugs import reclaim_hkid_assigned as bug
 
 
-def my_reclaim_and_free(kvm, sp):
-    page = sp.external_spt
-    if (yield from T.tdx_reclaim_page(kvm, kvm.host, page)):
-        tdx_leak_page(kvm.host, page, "TDH.PHYMEM.PAGE.RECLAIM failed")
-    else:
-        yield from tdx_free_control_page(kvm.host, page)
-    sp.external_spt = NO_PAGE
-    return 0
-
-
-def my_destroy_vm(kvm):
-    yield from kvm.ops.kvm_arch_destroy_vm(kvm)
-    yield from T.tdx_mmu_release_hkid(kvm)
-    return 0
+def my_reclaim_and_free(kvm, sp):  # an outsider's own function on the RECLAIM path
+    return (yield from bug.tdx_sept_free_private_spt(kvm, sp))
 
 
 VARIANT = Variant("user-reorder", "teardown before HKID release, RECLAIM unguarded",
-                  {"free_external_spt": my_reclaim_and_free, "kvm_destroy_vm": my_destroy_vm}, kind="mutant")
+                  {"free_external_spt": my_reclaim_and_free, "kvm_destroy_vm": bug.kvm_destroy_vm}, kind="mutant")
 '''
 
 
@@ -340,9 +326,10 @@ def test_user_variant_functions_appear_in_the_reports_call_chain(tmp_path):
     r = run_schedule(load_scenario("boot-teardown", {"memory": "16KiB"}), var, False, 0)
     v = next(v for v in r.violations if v.invariant == "seamcall-unexpected-error")
     chain = list(v.details["chain"])
-    # (12 frames deep, the chain's limit: my_destroy_vm is above it)
+    # (12 frames deep, the chain's limit: the destroy path's outer frames are above it)
     assert "my_reclaim_and_free" in chain, " > ".join(chain)
-    assert chain.index("handle_removed_pt") < chain.index("my_reclaim_and_free") < chain.index("tdx_reclaim_page")
+    assert chain.index("handle_removed_pt") < chain.index("my_reclaim_and_free") < chain.index(
+        "tdx_sept_free_private_spt") < chain.index("tdx_reclaim_page")
 
 
 def test_unknown_hook_suggests_the_near_kernel_name(tmp_path):

@@ -124,22 +124,33 @@ def test_check_finds_the_unreferenced_root_walk_on_its_configuration() -> None:
     assert bad.violation is not None and bad.violation.invariant == "rcu-use-after-free"
 
 
-@pytest.mark.parametrize("k", [0, 1])
-def test_tdp_mmu_next_root_takes_and_drops_references(k: int) -> None:
-    """tdp_mmu_next_root(): the visited root holds one more reference while the body runs, none after."""
+def _listed_roots(n: int) -> tuple[Any, list[Any]]:
+    """A zap-yield world whose root list holds `n` fresh roots (one reference each), the first task
+    current and holding mmu_lock for write, as the root walks require."""
     from septlab.kvm import tdp_mmu as M
 
     chk = Checker()
     world = _world(load_scenario("zap-yield", small=True), chk)
     kvm = world.kvm
-    world.host.current = world.threads[0].task
-    roots = [M._new_sp(kvm, 0x100 + i) for i in range(2)]
+    task = world.threads[0].task
+    world.host.current = task
+    roots = [M._new_sp(kvm, 0x100 + i) for i in range(n)]
     for r in roots:
         r.is_root, r.root_count, r.level = True, 1, M.ROOT_LEVEL
         kvm.roots.append(r)
+    kvm.mmu_lock.writer = task.name
+    task.held.append(("mmu_lock", "write"))
+    task.hlocks.append(("mmu_lock", 0, "test"))  # lockdep's held_locks[], parallel to `held`
+    return kvm, roots
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_tdp_mmu_next_root_takes_and_drops_references(k: int) -> None:
+    """tdp_mmu_next_root(): the visited root holds one more reference while the body runs, none after."""
+    from septlab.kvm import tdp_mmu as M
+
+    kvm, roots = _listed_roots(2)
     roots[k].root_count = 0  # being freed: refcount_inc_not_zero() fails, the walk skips it
-    kvm.mmu_lock.writer = world.threads[0].task.name
-    world.threads[0].task.held.append(("mmu_lock", "write"))
     during = [(r.sp_id, r.root_count) for r in M.for_each_tdp_mmu_root_yield_safe(kvm, M.KVM_ALL_ROOTS)]
     live = roots[1 - k]
     assert during == [(live.sp_id, 2)]
@@ -152,28 +163,15 @@ def test_walk_from_an_unlinked_root_follows_its_stale_next_pointer(monkeypatch: 
     unlinked since, to the first one still listed -- it used to crash the model (list.index) instead."""
     from septlab.kvm import tdp_mmu as M
 
-    chk = Checker()
-    world = _world(load_scenario("zap-yield", small=True), chk)
-    kvm = world.kvm
-    world.host.current = world.threads[0].task
-    roots = [M._new_sp(kvm, 0x100 + i) for i in range(4)]
-    for r in roots:
-        r.is_root, r.root_count, r.level = True, 1, M.ROOT_LEVEL
-        kvm.roots.append(r)
+    kvm, roots = _listed_roots(4)
     read: list[int] = []  # the unlinked roots' memory the walk reads (KASAN-checked: freed would be a UAF)
     monkeypatch.setattr(M, "kasan_check", lambda host, pfn, write, what: read.append(pfn) or True)
-    for r in roots[:3]:  # unlink 0, then its successor 1 and 2: 0 -> 1 -> 2 -> 3 by stale pointers
-        r.link_next = None
-    kvm.roots.remove(roots[1])
-    roots[1].link_next = roots[2]
-    kvm.roots.remove(roots[2])
-    roots[2].link_next = roots[3]
-    kvm.roots.remove(roots[0])
-    roots[0].link_next = roots[3]
+    for i in (1, 2, 0):  # last references put (unlinked, freeing queued): 1 -> 2 -> 3 and 0 -> 3 by stale ->next
+        M.kvm_tdp_mmu_put_root(kvm, roots[i])
+    assert [r.link_next for r in roots[:3]] == [roots[3], roots[2], roots[3]]
     assert M.list_next_roots_rcu(kvm, roots[1]) == [roots[3]]
     assert read == [roots[1].spt, roots[2].spt]
     assert M.list_next_roots_rcu(kvm, roots[0]) == [roots[3]]
     assert M.list_next_roots_rcu(kvm, None) == [roots[3]]
-    roots[3].link_next = None
-    kvm.roots.remove(roots[3])
-    assert M.list_next_roots_rcu(kvm, roots[1]) == []
+    M.kvm_tdp_mmu_put_root(kvm, roots[3])  # the list's end: its ->next is the list head
+    assert roots[3].link_next is None and M.list_next_roots_rcu(kvm, roots[1]) == []

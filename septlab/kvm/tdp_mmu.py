@@ -489,10 +489,10 @@ def kvm_tdp_mmu_get_root(root: KvmMmuPage) -> bool:
 
 def list_next_roots_rcu(kvm: "Kvm", prev: KvmMmuPage | None) -> list[KvmMmuPage]:
     """list_first_or_null_rcu() / list_next_or_null_rcu(&prev->link) and the walk on from there: the roots
-    after prev on kvm->arch.tdp_mmu_roots. A prev already unlinked (list_del_rcu(): a walker that put its reference
-    before moving on) still points to the successor it had, which the walk follows as the kernel's
-    would -- through roots unlinked since, to the first one still on the list -- reading each unlinked
-    root's memory (KASAN: one its RCU callback has freed is a use-after-free)."""
+    after prev on kvm->arch.tdp_mmu_roots. A prev already unlinked (list_del_rcu(): a walker that put
+    its reference before moving on) still points to the successor it had, which the walk follows as
+    the kernel's would -- through roots unlinked since, to the first one still on the list -- reading
+    each unlinked root's memory (KASAN: one its RCU callback has freed is a use-after-free)."""
     roots = kvm.roots
     if prev is None:
         return list(roots)
